@@ -1,0 +1,3 @@
+"""vimprof: VIM instantiation-latency profiler for micro-VNFs."""
+
+__version__ = "0.1.0"
