@@ -1,0 +1,89 @@
+"""Packet capture at the VIM core host during a campaign.
+
+A tcpdump subprocess (optionally inside a network namespace) writes a pcap with nanosecond
+timestamps, packet-buffered (-U) so that a campaign killed halfway leaves a readable file. tcpdump
+rather than Scapy's sniffer: the kernel stamps the packets and nothing in Python sits on the
+packet path, so the capture neither drops nor delays under a busy campaign on two cores.
+"""
+
+from __future__ import annotations
+
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from vimprof.errors import VimprofError
+
+START_TIMEOUT_S = 10.0
+
+
+class Capture:
+    """tcpdump writing `path` from `iface` (in `netns`, if given) with a BPF `bpf` filter.
+
+    Use as a context manager; `stop()` flushes and closes the file. Raises VimprofError when
+    tcpdump is missing or cannot open the interface.
+    """
+
+    def __init__(self, path: Path, iface: str, bpf: str, netns: str | None = None):
+        self.path, self.iface, self.bpf, self.netns = path, iface, bpf, netns
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Capture:
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump is None:
+            raise VimprofError("tcpdump is missing: run scripts/setup (or apt-get install tcpdump)")
+        cmd = [tcpdump, "-i", self.iface, "-U", "-n", "-s", "0",
+               "--time-stamp-precision=nano", "-w", str(self.path), self.bpf]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to vimprof, which stops the capture itself
+        )
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self) -> None:
+        """tcpdump says "listening on IFACE" on stderr once the socket is open."""
+        assert self._proc and self._proc.stderr
+        deadline = time.monotonic() + START_TIMEOUT_S
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._proc.stderr], [], [], 0.1)
+            if ready:
+                chunk = self._proc.stderr.read1(4096)  # type: ignore[attr-defined]
+                seen += chunk
+                if b"listening on" in seen:
+                    return
+                if not chunk:
+                    break
+        self.stop()
+        where = f" in namespace {self.netns}" if self.netns else ""
+        raise VimprofError(
+            f"tcpdump could not capture on {self.iface}{where}: "
+            f"{seen.decode(errors='replace').strip() or 'no answer'}"
+        )
+
+    def stop(self) -> None:
+        """Stop tcpdump (SIGINT makes it flush and close the pcap); idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,367 @@
+"""The embedded Nomad lab: the paper's two-host topology on one machine.
+
+    root namespace (pusher, vimprof)          hostc (VIM core)            hostl (VIM local)
+    vp-mgmt 198.18.1.1/30  ---- veth ----  vp-mgmt 198.18.1.2/30
+                                           vp-data 198.18.0.1/24 -- veth -- vp-data 198.18.0.2/24
+                                           nomad server (HTTP 4646,        nomad client + qemu
+                                           RPC 4647)                       guests
+
+All server-client RPC crosses the hostc-hostl veth; the pusher's HTTP API requests cross the
+management veth. Both end in hostc, where the capture runs. Addresses are from 198.18.0.0/15
+(RFC 2544); no namespace has a default route. Ventre et al. 2016, Sec. V: HostC runs the VIM core
+components, HostL the local ones.
+
+State lives under one lab directory (vimprof.paths.lab_root()/nomad): agent configs, data dirs,
+logs, pid files and lab.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from vimprof import paths
+from vimprof.errors import VimprofError
+from vimprof.lab import netns
+
+SERVER_NS = "hostc"
+CLIENT_NS = "hostl"
+MGMT_HOST_IP = "198.18.1.1"
+SERVER_MGMT_IP = "198.18.1.2"
+SERVER_IP = "198.18.0.1"
+CLIENT_IP = "198.18.0.2"
+HTTP_PORT = 4646
+RPC_PORT = 4647
+SERF_PORT = 4648
+CAPTURE_FILTER = f"tcp port {HTTP_PORT} or tcp port {RPC_PORT}"
+READY_TIMEOUT_S = 90.0
+
+# Fingerprinters that would probe cloud metadata services (unreachable here: no default route).
+FINGERPRINT_DENYLIST = "env_aws,env_gce,env_azure,env_digitalocean"
+
+
+@dataclass
+class LabState:
+    """What `lab up` started; persisted as lab.json in the lab directory."""
+
+    lab_dir: str
+    nomad: str
+    nomad_version: str
+    kernel: str
+    accelerator: str
+    server_pid: int
+    client_pid: int
+    http_addr: str
+    capture_netns: str = SERVER_NS
+    capture_iface: str = "any"
+
+    @property
+    def nomad_addr(self) -> str:
+        return self.http_addr
+
+
+def lab_dir() -> Path:
+    return paths.lab_root() / "nomad"
+
+
+def _server_hcl(data_dir: Path) -> str:
+    return f"""
+name = "hostc"
+data_dir = "{data_dir}"
+bind_addr = "0.0.0.0"
+log_level = "INFO"
+disable_update_check = true
+advertise {{
+  http = "{SERVER_MGMT_IP}"
+  rpc  = "{SERVER_IP}"
+  serf = "{SERVER_IP}"
+}}
+server {{
+  enabled          = true
+  bootstrap_expect = 1
+}}
+client {{
+  enabled = false
+}}
+consul {{
+  auto_advertise   = false
+  server_auto_join = false
+  client_auto_join = false
+}}
+"""
+
+
+def _client_hcl(data_dir: Path, image_dir: Path) -> str:
+    return f"""
+name = "hostl"
+data_dir = "{data_dir}"
+bind_addr = "{CLIENT_IP}"
+log_level = "INFO"
+disable_update_check = true
+client {{
+  enabled = true
+  servers = ["{SERVER_IP}:{RPC_PORT}"]
+  network_interface = "vp-data"  # no default route in hostl, by design
+  options = {{
+    "fingerprint.denylist" = "{FINGERPRINT_DENYLIST}"
+  }}
+}}
+consul {{
+  auto_advertise   = false
+  server_auto_join = false
+  client_auto_join = false
+}}
+plugin "qemu" {{
+  config {{
+    image_paths = ["{image_dir}"]
+  }}
+}}
+"""
+
+
+def _load_state() -> LabState | None:
+    p = lab_dir() / "lab.json"
+    if not p.exists():
+        return None
+    return LabState(**json.loads(p.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_agent(ns: str, nomad: Path, config: Path, log: Path) -> int:
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, str(nomad), "agent", f"-config={config}"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal must not kill the lab mid-campaign
+        )
+    return proc.pid
+
+
+def _reaped(pid: int) -> bool:
+    """Reap `pid` if it is our exited child (a zombie still answers kill(pid, 0))."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return done == pid
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _nomad_version(nomad: Path) -> str:
+    out = subprocess.run([str(nomad), "version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def _wait_ready(state: LabState, state_logs: Path, deadline: float) -> None:
+    """Block until a leader exists and node hostl is ready with the qemu driver detected.
+
+    Raises VimprofError at once when an agent exits, or at `deadline` (time.monotonic()).
+    """
+    http_addr = state.http_addr
+    stage = "leader"
+    session = requests.Session()
+    while time.monotonic() < deadline:
+        for name, pid in (("server", state.server_pid), ("client", state.client_pid)):
+            if not _alive(pid) or _reaped(pid):
+                raise VimprofError(f"the Nomad {name} exited while starting; "
+                                   f"see {state_logs / (name + '.log')}")
+        try:
+            if stage == "leader":
+                r = session.get(f"{http_addr}/v1/status/leader", timeout=2)
+                if r.ok and r.json():
+                    stage = "node"
+            if stage == "node":
+                nodes = session.get(f"{http_addr}/v1/nodes", timeout=2).json()
+                for n in nodes:
+                    qemu = (n.get("Drivers") or {}).get("qemu") or {}
+                    if n.get("Status") == "ready" and qemu.get("Detected") and qemu.get("Healthy"):
+                        return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.2)
+    raise VimprofError(
+        f"the Nomad lab did not become ready (waiting for: {stage}, qemu driver) within "
+        f"{READY_TIMEOUT_S:.0f} s; see the logs in {state_logs}, then `vimprof lab down nomad`"
+    )
+
+
+def up(accelerator: str = "auto") -> LabState:
+    """Bring the lab up (idempotent: a healthy running lab is returned as is).
+
+    `accelerator` is 'tcg', 'kvm' or 'auto' (measured by vimprof.lab.accel, cached).
+    Raises VimprofError when not root, the Nomad build or kernel is missing, or the lab
+    does not become ready in READY_TIMEOUT_S (it is then torn down).
+    """
+    netns.require_root()
+    state = _load_state()
+    if state and _alive(state.server_pid) and _alive(state.client_pid):
+        return state
+    if state or netns.exists(SERVER_NS) or netns.exists(CLIENT_NS):
+        down()
+
+    nomad = paths.nomad_binary()
+    kernel = paths.testvnf_kernel()
+    d = lab_dir()
+    if d.exists():
+        shutil.rmtree(d)
+    images, logs = d / "images", d / "logs"
+    for sub in (images, logs, d / "server", d / "client"):
+        sub.mkdir(parents=True, exist_ok=True)
+    lab_kernel = images / kernel.name
+    shutil.copy2(kernel, lab_kernel)
+
+    if accelerator == "auto":
+        from vimprof.lab.accel import choose_accelerator
+
+        accelerator = choose_accelerator(lab_kernel).accel
+
+    try:
+        netns.create(SERVER_NS)
+        netns.create(CLIENT_NS)
+        netns.veth(None, "vp-mgmt", f"{MGMT_HOST_IP}/30", SERVER_NS, "vp-mgmt",
+                   f"{SERVER_MGMT_IP}/30")
+        netns.veth(SERVER_NS, "vp-data", f"{SERVER_IP}/24", CLIENT_NS, "vp-data",
+                   f"{CLIENT_IP}/24")
+        server_cfg = d / "server" / "server.hcl"
+        client_cfg = d / "client" / "client.hcl"
+        server_cfg.write_text(_server_hcl(d / "server" / "data"))
+        client_cfg.write_text(_client_hcl(d / "client" / "data", images))
+        server_pid = _start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log")
+        client_pid = _start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
+        state = LabState(
+            lab_dir=str(d),
+            nomad=str(nomad),
+            nomad_version=_nomad_version(nomad),
+            kernel=str(lab_kernel),
+            accelerator=accelerator,
+            server_pid=server_pid,
+            client_pid=client_pid,
+            http_addr=f"http://{SERVER_MGMT_IP}:{HTTP_PORT}",
+        )
+        (d / "lab.json").write_text(json.dumps(asdict(state), indent=2) + "\n")
+        _wait_ready(state, logs, time.monotonic() + READY_TIMEOUT_S)
+    except BaseException as exc:
+        detail = "\n".join(
+            f"--- {log.name} (last lines)\n{_tail(log)}" for log in sorted(logs.glob("*.log"))
+        )
+        down()
+        if isinstance(exc, VimprofError) and detail:
+            raise VimprofError(f"{exc}\n{detail}") from None
+        raise
+    return state
+
+
+def _stop(pid: int, grace_s: float) -> None:
+    """SIGINT (Nomad leaves cleanly and destroys its allocations), then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 2.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def down() -> list[str]:
+    """Stop the lab: agents, every guest and process left in the namespaces, the namespaces.
+
+    Idempotent. Returns what was cleaned up, for the CLI to show.
+    """
+    netns.require_root()
+    done: list[str] = []
+    state = _load_state()
+    if state:
+        for name, pid in (("client", state.client_pid), ("server", state.server_pid)):
+            if _alive(pid):
+                _stop(pid, grace_s=10.0)
+                done.append(f"stopped nomad {name} (pid {pid})")
+    for ns in (CLIENT_NS, SERVER_NS):
+        left = netns.kill_all(ns)
+        if left:
+            done.append(f"killed {len(left)} process(es) left in {ns}")
+        if netns.exists(ns):
+            netns.delete(ns)
+            done.append(f"deleted namespace {ns}")
+    if netns.ip("link", "show", "vp-mgmt", check=False).returncode == 0:
+        netns.ip("link", "del", "vp-mgmt", check=False)
+    if state:
+        (lab_dir() / "lab.json").unlink(missing_ok=True)
+    return done
+
+
+def status() -> dict[str, object]:
+    """A snapshot of the lab: namespaces, agent processes, leader, node, qemu guests."""
+    state = _load_state()
+    info: dict[str, object] = {
+        "lab_dir": str(lab_dir()),
+        "namespaces": {ns: netns.exists(ns) for ns in (SERVER_NS, CLIENT_NS)},
+        "running": False,
+    }
+    if not state:
+        return info
+    info.update(
+        nomad_version=state.nomad_version,
+        accelerator=state.accelerator,
+        http_addr=state.http_addr,
+        server_alive=_alive(state.server_pid),
+        client_alive=_alive(state.client_pid),
+    )
+    try:
+        info["leader"] = requests.get(f"{state.http_addr}/v1/status/leader", timeout=2).json()
+        nodes = requests.get(f"{state.http_addr}/v1/nodes", timeout=2).json()
+        info["nodes"] = {n["Name"]: n["Status"] for n in nodes}
+        info["running"] = bool(info["leader"]) and info["server_alive"] and info["client_alive"]
+    except (requests.RequestException, ValueError) as exc:
+        info["error"] = str(exc)
+    info["guests"] = len(guest_pids())
+    return info
+
+
+def current() -> LabState | None:
+    """The running lab's state, or None when no healthy lab runs."""
+    state = _load_state()
+    if state and _alive(state.server_pid) and _alive(state.client_pid):
+        return state
+    return None
+
+
+def guest_pids() -> list[int]:
+    """PIDs of QEMU guests running in hostl."""
+    found = []
+    for pid in netns.pids(CLIENT_NS):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if os.path.basename(exe).startswith("qemu-system"):
+            found.append(pid)
+    return found
