@@ -128,6 +128,10 @@ plugin "qemu" {{
 """
 
 
+def _save(state: LabState) -> None:
+    (Path(state.lab_dir) / "lab.json").write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+
 def _load_state() -> LabState | None:
     p = lab_dir() / "lab.json"
     if not p.exists():
@@ -136,6 +140,8 @@ def _load_state() -> LabState | None:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0, ...) would address our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -176,37 +182,54 @@ def _nomad_version(nomad: Path) -> str:
     return out.splitlines()[0].strip() if out else "unknown"
 
 
-def _wait_ready(state: LabState, state_logs: Path, deadline: float) -> None:
-    """Block until a leader exists and node hostl is ready with the qemu driver detected.
+def _wait(state: LabState, what: str, ready, logs: Path, deadline: float) -> None:
+    """Poll `ready(session)` until true; raise VimprofError when an agent exits or at deadline.
 
-    Raises VimprofError at once when an agent exits, or at `deadline` (time.monotonic()).
+    `deadline` is a time.monotonic() instant.
     """
-    http_addr = state.http_addr
-    stage = "leader"
     session = requests.Session()
     while time.monotonic() < deadline:
         for name, pid in (("server", state.server_pid), ("client", state.client_pid)):
-            if not _alive(pid) or _reaped(pid):
+            if pid and (not _alive(pid) or _reaped(pid)):
                 raise VimprofError(f"the Nomad {name} exited while starting; "
-                                   f"see {state_logs / (name + '.log')}")
+                                   f"see {logs / (name + '.log')}")
         try:
-            if stage == "leader":
-                r = session.get(f"{http_addr}/v1/status/leader", timeout=2)
-                if r.ok and r.json():
-                    stage = "node"
-            if stage == "node":
-                nodes = session.get(f"{http_addr}/v1/nodes", timeout=2).json()
-                for n in nodes:
-                    qemu = (n.get("Drivers") or {}).get("qemu") or {}
-                    if n.get("Status") == "ready" and qemu.get("Detected") and qemu.get("Healthy"):
-                        return
-        except (requests.RequestException, ValueError):
+            if ready(session):
+                return
+        except (requests.RequestException, ValueError, KeyError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise VimprofError(
-        f"the Nomad lab did not become ready (waiting for: {stage}, qemu driver) within "
-        f"{READY_TIMEOUT_S:.0f} s; see the logs in {state_logs}, then `vimprof lab down nomad`"
+        f"the Nomad lab did not become ready (waiting for: {what}) within "
+        f"{READY_TIMEOUT_S:.0f} s; see the logs in {logs}, then `vimprof lab down nomad`"
     )
+
+
+def _server_ready(http_addr: str):
+    """A leader is elected and the keyring is initialized (a client registering earlier is
+    refused with "keyring has not been initialized yet" and retries only ~20 s later)."""
+
+    def ready(session: requests.Session) -> bool:
+        leader = session.get(f"{http_addr}/v1/status/leader", timeout=2)
+        if not (leader.ok and leader.json()):
+            return False
+        keys = session.get(f"{http_addr}/v1/operator/keyring/keys", timeout=2)
+        return keys.ok and bool(keys.json())
+
+    return ready
+
+
+def _node_ready(http_addr: str):
+    """Node hostl is ready and its qemu driver detected and healthy."""
+
+    def ready(session: requests.Session) -> bool:
+        for n in session.get(f"{http_addr}/v1/nodes", timeout=2).json():
+            qemu = (n.get("Drivers") or {}).get("qemu") or {}
+            if n.get("Status") == "ready" and qemu.get("Detected") and qemu.get("Healthy"):
+                return True
+        return False
+
+    return ready
 
 
 def up(accelerator: str = "auto") -> LabState:
@@ -250,20 +273,23 @@ def up(accelerator: str = "auto") -> LabState:
         client_cfg = d / "client" / "client.hcl"
         server_cfg.write_text(_server_hcl(d / "server" / "data"))
         client_cfg.write_text(_client_hcl(d / "client" / "data", images))
-        server_pid = _start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log")
-        client_pid = _start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
+        deadline = time.monotonic() + READY_TIMEOUT_S
         state = LabState(
             lab_dir=str(d),
             nomad=str(nomad),
             nomad_version=_nomad_version(nomad),
             kernel=str(lab_kernel),
             accelerator=accelerator,
-            server_pid=server_pid,
-            client_pid=client_pid,
+            server_pid=_start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log"),
+            client_pid=0,
             http_addr=f"http://{SERVER_MGMT_IP}:{HTTP_PORT}",
         )
-        (d / "lab.json").write_text(json.dumps(asdict(state), indent=2) + "\n")
-        _wait_ready(state, logs, time.monotonic() + READY_TIMEOUT_S)
+        _save(state)
+        _wait(state, "leader and keyring", _server_ready(state.http_addr), logs, deadline)
+        state.client_pid = _start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
+        _save(state)
+        _wait(state, "node hostl ready with the qemu driver", _node_ready(state.http_addr),
+              logs, deadline)
     except BaseException as exc:
         detail = "\n".join(
             f"--- {log.name} (last lines)\n{_tail(log)}" for log in sorted(logs.glob("*.log"))
@@ -301,7 +327,7 @@ def down() -> list[str]:
     state = _load_state()
     if state:
         for name, pid in (("client", state.client_pid), ("server", state.server_pid)):
-            if _alive(pid):
+            if pid and _alive(pid):
                 _stop(pid, grace_s=10.0)
                 done.append(f"stopped nomad {name} (pid {pid})")
     for ns in (CLIENT_NS, SERVER_NS):

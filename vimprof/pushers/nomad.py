@@ -165,20 +165,23 @@ class NomadPusher:
     # -- one run -----------------------------------------------------------------------------
 
     def run_once(self, run: int, job_id: str, guest: GuestSpec) -> RunRecord:
-        """Register, wait running, stop+purge, wait gone. Never raises for a failed run:
-        the error is recorded in the returned RunRecord (a KeyboardInterrupt propagates after
-        the job is purged)."""
+        """Register, wait running, stop, wait gone, purge.
+
+        Never raises for a failed run: the error is recorded in the returned RunRecord.
+        A KeyboardInterrupt propagates once the in-flight job is stopped and purged.
+        """
         rec = RunRecord(run=run, job_id=job_id)
+        interrupted = False
         try:
             self._instantiate(rec, guest)
         except KeyboardInterrupt:
-            self.purge(job_id)
-            raise
+            interrupted = True
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the campaign goes on
             rec.error = _reason(exc)
-        finally:
-            if rec.t_stop_ns is None:
-                self._terminate(rec)
+        if rec.t_stop_ns is None:  # failed or interrupted before the stop: never leak a guest
+            self._terminate(rec)
+        if interrupted:
+            raise KeyboardInterrupt
         rec.ok = rec.error is None
         return rec
 
