@@ -18,6 +18,14 @@ def lab_unavailable() -> str | None:
     return None
 
 
+@pytest.fixture
+def lab_possible() -> None:
+    """Skip unless the real lab can run here."""
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def nomad_lab():
     """A running Nomad lab (vimprof.lab.nomad.LabState); down at the end of the session."""

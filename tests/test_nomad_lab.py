@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import lab_unavailable
 
 from vimprof.lab import netns
 from vimprof.lab import nomad as lab
@@ -27,10 +26,7 @@ def lab_processes() -> list[int]:
     return found
 
 
-def test_up_twice_then_down_leaves_nothing():
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
+def test_up_twice_then_down_leaves_nothing(lab_possible):
     first = lab.up()
     again = lab.up()
     assert (again.server_pid, again.client_pid) == (first.server_pid, first.client_pid)

@@ -110,7 +110,8 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     finally:
         if capture:
             capture.stop()
-        run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures)
+        run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures,
+                            capture_stats=capture.stats if capture else None)
     if interrupted:
         console.print(f"[yellow]interrupted: in-flight job purged; partial run kept in {run.path}")
         raise KeyboardInterrupt

@@ -18,6 +18,7 @@ from pathlib import Path
 from vimprof.errors import VimprofError
 
 START_TIMEOUT_S = 10.0
+RING_KIB = 32768  # capture ring buffer (tcpdump -B), KiB
 
 
 class Capture:
@@ -30,12 +31,18 @@ class Capture:
     def __init__(self, path: Path, iface: str, bpf: str, netns: str | None = None):
         self.path, self.iface, self.bpf, self.netns = path, iface, bpf, netns
         self._proc: subprocess.Popen[bytes] | None = None
+        self.stats: dict[str, int] = {}  # tcpdump's own counts at exit: captured, dropped ...
 
     def start(self) -> Capture:
         tcpdump = shutil.which("tcpdump")
         if tcpdump is None:
             raise VimprofError("tcpdump is missing: run scripts/setup (or apt-get install tcpdump)")
-        cmd = [tcpdump, "-i", self.iface, "-U", "-n", "-s", "0",
+        # --immediate-mode: without it libpcap (TPACKET_V3) hands packets over in blocks, and
+        # the block still filling when tcpdump stops (the campaign's last messages) is lost.
+        # -B: with -s 0 every ring frame is 256 KiB, so the default 2 MiB ring holds ~8 packets
+        # and the kernel drops while QEMU keeps both cores busy.
+        cmd = [tcpdump, "-i", self.iface, "--immediate-mode", "-B", str(RING_KIB), "-U", "-n",
+               "-s", "0",
                "--time-stamp-precision=nano", "-w", str(self.path), self.bpf]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
@@ -67,12 +74,14 @@ class Capture:
             f"{seen.decode(errors='replace').strip() or 'no answer'}"
         )
 
-    def stop(self) -> None:
-        """Stop tcpdump (SIGINT makes it flush and close the pcap); idempotent."""
+    def stop(self, linger_s: float = 0.5) -> None:
+        """Stop tcpdump (SIGINT makes it flush and close the pcap) after `linger_s` seconds for
+        packets still in flight; idempotent."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         if proc.poll() is None:
+            time.sleep(linger_s)
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=5)
@@ -80,6 +89,7 @@ class Capture:
                 proc.kill()
                 proc.wait()
         if proc.stderr:
+            self.stats = _parse_stats(proc.stderr.read().decode(errors="replace"))
             proc.stderr.close()
 
     def __enter__(self) -> Capture:
@@ -87,3 +97,13 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _parse_stats(text: str) -> dict[str, int]:
+    """tcpdump's exit lines ("12 packets captured", "0 packets dropped by kernel") as a dict."""
+    stats = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 3 and words[0].isdigit() and words[1] == "packets":
+            stats["_".join(words[2:])] = int(words[0])
+    return stats
