@@ -14,8 +14,8 @@ from rich.console import Console
 from vimprof import __version__, rundir
 from vimprof.errors import VimprofError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 runs_dir_option = click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=rundir.DEFAULT_RUNS_ROOT,

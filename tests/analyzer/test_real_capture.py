@@ -7,7 +7,6 @@ waited for running, then all deleted with ?purge=true. The register requests car
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
@@ -112,13 +111,6 @@ def test_events_carry_ids_and_the_register_eval(timelines):
         assert ts == sorted(ts)
 
 
-def test_no_secret_reaches_the_timelines(timelines):
-    assert b"TOPSECRET-TOKEN" in CAPTURE.read_bytes()
-    assert "TOPSECRET" not in json.dumps(timelines)
-    d = decode_capture(CAPTURE)
-    assert all("x-nomad-token" not in m.headers for m in d.http)
-
-
 def test_decoding_is_clean_and_time_blobs_decode():
     d = decode_capture(CAPTURE)
     assert d.warnings == [] and not d.truncated
@@ -173,7 +165,7 @@ def test_same_timelines_when_the_capture_starts_mid_connection(tmp_path, timelin
     p = tmp_path / "mid.pcap"
     p.write_bytes(wire.pcap(kept, nano=True))
     d = decode_capture(p)
-    assert any("began before the capture" in w for w in d.warnings)
+    assert d.counts["rpc_joined_midway"] >= 1
     assert _phases(analyze_capture(p)) == _phases(timelines.values())
 
 

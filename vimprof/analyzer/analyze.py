@@ -56,6 +56,8 @@ class AnalysisResult:
             f"{c.get('packets', 0)} packets, {c.get('connections', 0)} connections, "
             f"{c.get('http_messages', 0)} HTTP and {c.get('rpc_messages', 0)} RPC messages"
         )
+        if c.get("foreign_allocations"):
+            line += f"; {c['foreign_allocations']} allocation(s) of other jobs ignored"
         return line + (" (capture truncated)" if self.truncated else "")
 
 
@@ -160,6 +162,7 @@ def decode_capture(
         http_messages=len(out.http),
         rpc_messages=len(out.rpc),
         rpc_lost_messages=stats.lost_messages,
+        rpc_joined_midway=stats.joined_midway,
     )
     if reader.snapped:
         out.warnings.append(
@@ -218,6 +221,19 @@ def _job_runs(run: RunDir) -> dict[str, Any]:
     return runs
 
 
+def _belongs(timeline: dict[str, Any], job_runs: dict[str, Any]) -> bool:
+    """Whether an allocation is one of this campaign's instances.
+
+    A capture also shows allocations of other jobs in passing (an earlier campaign's last
+    allocation reporting late, other users' jobs): with requests.jsonl only its jobs count;
+    without it, an allocation counts once its job is known from the capture.
+    """
+    job = timeline.get("job")
+    if job_runs:
+        return job in job_runs
+    return bool(job)
+
+
 def write_timelines(path: Path, timelines: list[dict[str, Any]]) -> None:
     """Write timelines.jsonl from scratch (atomically: a temp file then rename)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -236,7 +252,9 @@ def analyze_run(run: RunDir) -> AnalysisResult:
             "(or copy a tcpdump capture there) before `vimprof analyze`"
         )
     d = decode_capture(cap)
-    timelines = build_timelines(d.http, d.rpc, _job_runs(run))
+    job_runs = _job_runs(run)
+    everything = build_timelines(d.http, d.rpc, job_runs)
+    timelines = [t for t in everything if _belongs(t, job_runs)]
     out = run.file(TIMELINES)
     write_timelines(out, timelines)
     warnings = list(d.warnings)
@@ -244,5 +262,6 @@ def analyze_run(run: RunDir) -> AnalysisResult:
         warnings.insert(0, f"capture truncated: {cap} ends inside a record")
     counts = dict(d.counts)
     counts["timelines"] = len(timelines)
+    counts["foreign_allocations"] = len(everything) - len(timelines)
     counts["incomplete"] = sum(1 for t in timelines if not t["complete"])
     return AnalysisResult(timelines, counts, warnings, d.truncated, out)

@@ -171,6 +171,7 @@ class RpcStats:
     resyncs: int = 0
     lost_messages: int = 0
     unpaired_responses: int = 0
+    joined_midway: int = 0  # connections that began before the capture (routine on a lab)
     skipped_connections: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -464,10 +465,9 @@ class NomadRpcConnection:
         self.early: list[tuple[int, int, bytes]] = []  # server bytes before the mode byte
         if not conn.syn_seen:
             # The connection began before the capture: Nomad clients dial 0x06 (yamux), so
-            # decode it as yamux from the next frame boundary found.
-            self.stats.warnings.append(
-                f"RPC connection {self.label} began before the capture; decoding it as yamux"
-            )
+            # decode it as yamux from the next frame boundary found. Routine (agents connect
+            # long before a campaign), so counted rather than warned about.
+            self.stats.joined_midway += 1
             self._start(RPC_MULTIPLEX_V2, syncing=True)
 
     # -- mode ------------------------------------------------------------------------------
