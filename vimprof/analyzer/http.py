@@ -169,6 +169,14 @@ class HttpStream:
         self.messages += 1
         self.emit(msg)
 
+    def _take_body(self, buf: bytearray) -> bool:
+        """Move up to `remaining` bytes of `buf` into the body; True once none remain."""
+        n = min(self.remaining, len(buf))
+        self._add_body(buf[:n])
+        self._consume(n)
+        self.remaining -= n
+        return self.remaining == 0
+
     def _add_body(self, chunk: bytes | bytearray) -> None:
         msg = self.msg
         assert msg is not None
@@ -213,11 +221,7 @@ class HttpStream:
             elif st == _BODY:
                 if not buf:
                     return
-                n = min(self.remaining, len(buf))
-                self._add_body(buf[:n])
-                self._consume(n)
-                self.remaining -= n
-                if self.remaining == 0:
+                if self._take_body(buf):
                     self._finish(self.base - 1)
             elif st == _CHUNK_SIZE:
                 eol = buf.find(b"\n")
@@ -241,11 +245,7 @@ class HttpStream:
             elif st == _CHUNK_DATA:
                 if not buf:
                     return
-                n = min(self.remaining, len(buf))
-                self._add_body(buf[:n])
-                self._consume(n)
-                self.remaining -= n
-                if self.remaining == 0:
+                if self._take_body(buf):
                     self.state = _CHUNK_CRLF
             elif st == _CHUNK_CRLF:
                 if not buf:

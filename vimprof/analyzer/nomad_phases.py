@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -498,26 +498,19 @@ def build_timelines(
     `job_runs` maps job id -> the "run" value recorded by the pusher in requests.jsonl.
     """
     t = NomadTimelines()
-    answered_http: set[int] = set()
-    http_reqs: list[HttpMessage] = []
     for m in http:
-        if m.kind == "request":
-            http_reqs.append(m)
-        elif m.request is not None:
-            answered_http.add(id(m.request))
+        if m.kind != "request" and m.request is not None:
             t.add_http(m)
-    for r in http_reqs:
-        if id(r) not in answered_http:
-            t.add_http_request_only(r)
-    answered_rpc: set[int] = set()
-    rpc_reqs: list[RpcMessage] = []
+    for r in _unanswered(http, lambda m: m.kind == "request"):
+        t.add_http_request_only(r)
     for m in rpc:
-        if m.direction == "request":
-            rpc_reqs.append(m)
-        elif m.request is not None:
-            answered_rpc.add(id(m.request))
         t.add_rpc(m)
-    for r in rpc_reqs:
-        if id(r) not in answered_rpc:
-            t.add_rpc_request_only(r)
+    for r in _unanswered(rpc, lambda m: m.direction == "request"):
+        t.add_rpc_request_only(r)
     return t.timelines(job_runs)
+
+
+def _unanswered(messages: Sequence[Any], is_request: Callable[[Any], bool]) -> list[Any]:
+    """Requests among `messages` that no response in `messages` answers, in order."""
+    answered = {id(m.request) for m in messages if not is_request(m) and m.request is not None}
+    return [m for m in messages if is_request(m) and id(m) not in answered]
