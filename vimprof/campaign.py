@@ -37,7 +37,6 @@ class Target:
     capture_netns: str | None
     capture_filter: str
     lab: bool  # the embedded lab (vimprof.lab.nomad)
-    nomad_version: str = "unknown"
 
 
 @dataclass(frozen=True)
@@ -98,11 +97,12 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
             for i in range(spec.runs):
                 job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
                 rec = pusher.run_once(i, job_id, guest)
-                requests_out.write(rec.as_json())
+                line = rec.as_json()
+                requests_out.write(line)
                 for ev in rec.task_events:
                     events_out.write(ev)
                 failures += not rec.ok
-                last = (f"running after {rec.as_json()['running_ms']:.0f} ms" if rec.ok
+                last = (f"running after {line['running_ms']:.0f} ms" if rec.ok
                         else f"[red]failed: {rec.error}")
                 progress.update(task, advance=1, last=last)
     except KeyboardInterrupt:
@@ -130,7 +130,7 @@ def lab_target(accelerator: str, console: Console) -> Target:
     accel = state.accelerator if accelerator == "auto" else accelerator
     return Target(nomad_addr=state.http_addr, kernel=state.kernel, accelerator=accel,
                   capture_iface=state.capture_iface, capture_netns=state.capture_netns,
-                  capture_filter=lab.CAPTURE_FILTER, lab=True, nomad_version=state.nomad_version)
+                  capture_filter=lab.CAPTURE_FILTER, lab=True)
 
 
 def remote_target(addr: str, kernel: str, accelerator: str, iface: str | None) -> Target:

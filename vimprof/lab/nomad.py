@@ -64,10 +64,6 @@ class LabState:
     capture_netns: str = SERVER_NS
     capture_iface: str = "any"
 
-    @property
-    def nomad_addr(self) -> str:
-        return self.http_addr
-
 
 def lab_dir() -> Path:
     return paths.lab_root() / "nomad"
