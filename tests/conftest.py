@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 
 import pytest
+
+# One Nomad lab per machine: concurrent pytest sessions (CI plus a developer) take turns.
+LAB_LOCK = "/tmp/vimprof-nomad-lab.lock"
 
 
 def lab_unavailable() -> str | None:
@@ -18,8 +22,16 @@ def lab_unavailable() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def lab_lock():
+    """Hold the machine-wide lab lock for the rest of the session (blocks while another has it)."""
+    with open(LAB_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture
-def lab_possible() -> None:
+def lab_possible(lab_lock) -> None:
     """Skip unless the real lab can run here."""
     reason = lab_unavailable()
     if reason:
@@ -27,7 +39,7 @@ def lab_possible() -> None:
 
 
 @pytest.fixture(scope="session")
-def nomad_lab():
+def nomad_lab(lab_lock):
     """A running Nomad lab (vimprof.lab.nomad.LabState); down at the end of the session."""
     reason = lab_unavailable()
     if reason:
