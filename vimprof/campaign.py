@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import vimprof
 from vimprof import rundir
 from vimprof.capture import Capture
+from vimprof.drivers.hooks import HooksTail, floor_probe
 from vimprof.errors import VimprofError
 from vimprof.pushers.nomad import JOB_PREFIX, GuestSpec, NomadPusher
 from vimprof.rundir import RunDir, now_ns
@@ -37,14 +38,25 @@ class Target:
     capture_netns: str | None
     capture_filter: str
     lab: bool  # the embedded lab (vimprof.lab.nomad)
+    nomad_variant: str = "stock"  # lab only: "tuned" is the reactive Nomad build
+    driver_variant: str | None = None  # lab only: the xen plugin's variant, None: not installed
+    hooks_file: str | None = None  # where the xen plugin writes its hooks (lab only)
+    artifact_url: str | None = None  # base URL the stock driver downloads the kernel from
 
 
 @dataclass(frozen=True)
 class CampaignSpec:
+    """What to run. `driver` is a pushers.nomad.DRIVERS name; `warmup_runs` first runs are
+    recorded but declared warm-up in the manifest (reports exclude them and say so); `floor`
+    adds a direct QEMU boot after each run (the hypervisor's own spawn time, hooks.jsonl)."""
+
     label: str
     runs: int
     memory_mb: int = 128
     timeout_s: float = 60.0
+    driver: str = "qemu"
+    warmup_runs: int = 0
+    floor: bool = False
 
 
 def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Console) -> int:
@@ -63,15 +75,25 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         pusher.wait_no_allocs_running()
 
     campaign_id = secrets.token_hex(3)
+    xen = spec.driver.startswith("xen-")
+    if xen and target.lab and target.driver_variant != spec.driver.removeprefix("xen-"):
+        raise VimprofError(f"the lab's driver plugin runs {target.driver_variant or 'nowhere'}, "
+                           f"not {spec.driver}: bring the lab up with that variant")
+    artifact = f"{target.artifact_url}/{Path(target.kernel).name}" if target.artifact_url else None
     guest = GuestSpec(kernel=target.kernel, accelerator=target.accelerator,
-                      memory_mb=spec.memory_mb)
+                      memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact)
+    hooks = HooksTail(target.hooks_file) if xen and target.hooks_file else None
     run.update_manifest(
         vimprof_version=vimprof.__version__,
         label=spec.label,
         campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
                   "memory_mb": spec.memory_mb, "accelerator": target.accelerator,
-                  "timeout_s": spec.timeout_s},
-        vim={"name": "nomad", "version": version, "addr": target.nomad_addr, "lab": target.lab},
+                  "timeout_s": spec.timeout_s, "driver": spec.driver,
+                  "warmup_runs": spec.warmup_runs, "floor": spec.floor},
+        vim={"name": "nomad", "version": version, "addr": target.nomad_addr, "lab": target.lab,
+             "variant": target.nomad_variant},
+        driver={"name": "qemu" if not xen else "xen", "variant": spec.driver.removeprefix("xen-")
+                if xen else "builtin", "backend": "qemu"},
         hypervisor={"name": "qemu", "accelerator": target.accelerator, "kernel": target.kernel},
         hosts={"pusher": platform.node(), "capture": {"iface": target.capture_iface,
                                                        "netns": target.capture_netns,
@@ -92,19 +114,33 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     try:
         with run.writer(rundir.REQUESTS) as requests_out, \
                 run.writer(rundir.VIM_EVENTS) as events_out, \
+                run.writer(rundir.HOOKS) as hooks_out, \
                 Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(spec.label, total=spec.runs, last="")
-            for i in range(spec.runs):
-                job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
-                rec = pusher.run_once(i, job_id, guest)
-                line = rec.as_json()
-                requests_out.write(line)
-                for ev in rec.task_events:
-                    events_out.write(ev)
-                failures += not rec.ok
-                last = (f"running after {line['running_ms']:.0f} ms" if rec.ok
-                        else f"[red]failed: {rec.error}")
-                progress.update(task, advance=1, last=last)
+            allocs: set[str] = set()
+            try:
+                for i in range(spec.runs):
+                    job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+                    rec = pusher.run_once(i, job_id, guest)
+                    line = rec.as_json()
+                    requests_out.write(line)
+                    for ev in rec.task_events:
+                        events_out.write(ev)
+                    if hooks and rec.alloc_id:
+                        allocs.add(rec.alloc_id)
+                        for h in hooks.take(rec.alloc_id):
+                            hooks_out.write(h)
+                    if spec.floor:
+                        hooks_out.write(floor_probe(Path(target.kernel), target.accelerator,
+                                                    spec.memory_mb, i))
+                    failures += not rec.ok
+                    last = (f"running after {line['running_ms']:.0f} ms" if rec.ok
+                            else f"[red]failed: {rec.error}")
+                    progress.update(task, advance=1, last=last)
+            finally:
+                if hooks:  # lines the plugin wrote late, also when interrupted
+                    for h in hooks.take_all(allocs):
+                        hooks_out.write(h)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -118,19 +154,31 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     return failures
 
 
-def lab_target(accelerator: str, console: Console) -> Target:
-    """The embedded Nomad lab as a target, brought up when it is not running."""
+def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",
+               driver: str = "qemu") -> Target:
+    """The embedded Nomad lab as a target, brought up (or restarted with other variants) when
+    it does not run the wanted Nomad variant and driver plugin variant."""
     from vimprof.lab import nomad as lab
 
+    driver_variant = driver.removeprefix("xen-") if driver.startswith("xen-") else None
     state = lab.current()
-    if state is None:
-        console.print("bringing the Nomad lab up (hostc: server, hostl: client) ...")
-        state = lab.up(accelerator=accelerator)
+    if state is None or state.nomad_variant != nomad_variant or (
+        driver_variant and state.driver_variant != driver_variant
+    ):
+        console.print(f"bringing the Nomad lab up (Nomad {nomad_variant}"
+                      + (f", xen driver {driver_variant}" if driver_variant else "") + ") ...")
+        keep = state.driver_variant if state else None  # a qemu campaign keeps the plugin's
+        state = lab.up(accelerator=accelerator, nomad_variant=nomad_variant,
+                       driver_variant=driver_variant or keep or "stock")
+        if driver_variant and state.driver_variant is None:
+            raise VimprofError("the micro-VNF driver plugin is not built: run scripts/setup")
     # A per-campaign accelerator override does not need a new lab: it is a job setting.
     accel = state.accelerator if accelerator == "auto" else accelerator
     return Target(nomad_addr=state.http_addr, kernel=state.kernel, accelerator=accel,
                   capture_iface=state.capture_iface, capture_netns=state.capture_netns,
-                  capture_filter=lab.CAPTURE_FILTER, lab=True)
+                  capture_filter=lab.CAPTURE_FILTER, lab=True,
+                  nomad_variant=state.nomad_variant, driver_variant=state.driver_variant,
+                  hooks_file=state.hooks_file, artifact_url=state.artifact_url)
 
 
 def remote_target(addr: str, kernel: str, accelerator: str, iface: str | None) -> Target:

@@ -47,11 +47,24 @@ def cli() -> None:
               help="Guest memory (Nomad's qemu driver needs at least 128).")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for an allocation to run or stop before failing the run.")
+@click.option("--driver", type=click.Choice(["qemu", "xen-stock", "xen-tuned"]), default="qemu",
+              show_default=True,
+              help="Nomad's built-in qemu driver, or vimprof's micro-VNF driver plugin (xen) in "
+                   "its stock (artifact, executor) or tuned (local image, direct spawn) variant.")
+@click.option("--nomad", "nomad_variant", type=click.Choice(["stock", "tuned"]), default="stock",
+              show_default=True,
+              help="Lab only: Nomad as released, or the reactive build (no lazy notification).")
+@click.option("--warmup", "warmup_runs", type=click.IntRange(min=0), default=0,
+              show_default=True, help="First runs declared warm-up: recorded, left out of reports.")
+@click.option("--floor/--no-floor", default=None,
+              help="After each run, boot the guest directly (no VIM) as the spawn floor "
+                   "[default: on with the xen driver].")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
 @click.option("--no-analyze", is_flag=True, help="Skip `vimprof analyze` at the end.")
 @runs_dir_option
 def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_iface: str | None,
-            kernel: str | None, accel: str, memory_mb: int, timeout_s: float, force: bool,
+            kernel: str | None, accel: str, memory_mb: int, timeout_s: float, driver: str,
+            nomad_variant: str, warmup_runs: int, floor: bool | None, force: bool,
             no_analyze: bool, runs_dir: Path) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
     from vimprof import campaign
@@ -59,15 +72,23 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     if nomad_addr:
         if not kernel:
             raise VimprofError("--nomad-addr needs --kernel: the micro-VNF kernel on the client")
+        if driver != "qemu" or nomad_variant != "stock":
+            raise VimprofError("--driver xen-* and --nomad tuned need the embedded lab (the "
+                               "plugin's hooks file and the Nomad build are set up by it)")
         target = campaign.remote_target(nomad_addr, kernel, accel, capture_iface)
     else:
         if capture_iface or kernel:
             raise VimprofError("--capture-iface and --kernel only apply with --nomad-addr")
-        target = campaign.lab_target(accel, console)
+        target = campaign.lab_target(accel, console, nomad_variant, driver)
+    if warmup_runs >= runs:
+        raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
     run = rundir.RunDir.create(label, runs_dir, force=force)
-    spec = campaign.CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s)
-    console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad at "
-                  f"{target.nomad_addr} (qemu, {target.accelerator}, {memory_mb} MB)")
+    spec = campaign.CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s,
+                                 driver=driver, warmup_runs=warmup_runs,
+                                 floor=driver != "qemu" if floor is None else floor)
+    console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad "
+                  f"({target.nomad_variant}) at {target.nomad_addr} ({driver} driver, "
+                  f"{target.accelerator}, {memory_mb} MB)")
     failures = campaign.run_campaign(spec, target, run, console)
     if failures:
         where = run.file(rundir.REQUESTS)
@@ -124,13 +145,22 @@ def lab() -> None:
 @click.argument("vim", type=click.Choice(["nomad"]))
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto",
               show_default=True, help="Default QEMU accelerator of the lab (auto: measured).")
-def lab_up(vim: str, accel: str) -> None:
+@click.option("--nomad", "nomad_variant", type=click.Choice(["stock", "tuned"]), default="stock",
+              show_default=True, help="Nomad as released, or the reactive build.")
+@click.option("--driver", "driver_variant", type=click.Choice(["stock", "tuned"]),
+              default="stock", show_default=True,
+              help="Variant of the micro-VNF driver plugin (xen) the client loads.")
+def lab_up(vim: str, accel: str, nomad_variant: str, driver_variant: str) -> None:
     """Start a Nomad server (netns hostc) and client (netns hostl) joined by a veth pair."""
     from vimprof.lab import nomad as nomad_lab
 
-    state = nomad_lab.up(accelerator=accel)
-    console.print(f"Nomad lab up: {state.nomad_version}, API {state.http_addr}, "
-                  f"guests on QEMU/{state.accelerator}; state in {state.lab_dir}")
+    state = nomad_lab.up(accelerator=accel, nomad_variant=nomad_variant,
+                         driver_variant=driver_variant)
+    plugin = (f"xen driver {state.driver_variant}" if state.driver_variant
+              else "no xen driver (run scripts/setup)")
+    console.print(f"Nomad lab up: {state.nomad_version} ({state.nomad_variant}), "
+                  f"API {state.http_addr}, guests on QEMU/{state.accelerator}, {plugin}; "
+                  f"state in {state.lab_dir}")
 
 
 @lab.command("down")

@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,10 @@ CLIENT_IP = "198.18.0.2"
 HTTP_PORT = 4646
 RPC_PORT = 4647
 SERF_PORT = 4648
-CAPTURE_FILTER = f"tcp port {HTTP_PORT} or tcp port {RPC_PORT}"
+ARTIFACT_PORT = 8080  # the lab's artifact server (hostc), for the stock driver's downloads
+CAPTURE_FILTER = f"tcp port {HTTP_PORT} or tcp port {RPC_PORT} or tcp port {ARTIFACT_PORT}"
+VARIANTS = ("stock", "tuned")
+PLUGIN_FILE = "nomad-driver-xen"  # the plugin block names the file in plugin_dir
 READY_TIMEOUT_S = 90.0
 
 # Fingerprinters that would probe cloud metadata services (unreachable here: no default route).
@@ -63,6 +67,11 @@ class LabState:
     http_addr: str
     capture_netns: str = SERVER_NS
     capture_iface: str = "any"
+    nomad_variant: str = "stock"  # "tuned": Nomad with the reactive patch (patches/nomad-xen/)
+    driver_variant: str | None = None  # the xen plugin's variant; None: plugin not installed
+    hooks_file: str = ""  # where the xen plugin appends its timestamp hooks
+    artifact_url: str = ""  # base URL of the artifact server (the lab's image directory)
+    artifact_pid: int = 0
 
 
 def lab_dir() -> Path:
@@ -96,8 +105,26 @@ consul {{
 """
 
 
-def _client_hcl(data_dir: Path, image_dir: Path) -> str:
+def _plugin_hcl(image_dir: Path, variant: str, accelerator: str, hooks_file: Path) -> str:
+    """The micro-VNF driver plugin's block (patches/nomad-xen/README.md)."""
     return f"""
+plugin "{PLUGIN_FILE}" {{
+  config {{
+    image_dirs = ["{image_dir}"]
+    variant    = "{variant}"
+    hooks_file = "{hooks_file}"
+    qemu {{
+      accelerator = "{accelerator}"
+    }}
+  }}
+}}
+"""
+
+
+def _client_hcl(data_dir: Path, image_dir: Path, plugin_dir: Path | None = None,
+                plugin: str = "") -> str:
+    plugin_dir_line = f'plugin_dir = "{plugin_dir}"' if plugin_dir else ""
+    return f"""{plugin_dir_line}
 name = "hostl"
 data_dir = "{data_dir}"
 bind_addr = "{CLIENT_IP}"
@@ -121,7 +148,7 @@ plugin "qemu" {{
     image_paths = ["{image_dir}"]
   }}
 }}
-"""
+{plugin}"""
 
 
 def _save(state: LabState) -> None:
@@ -215,34 +242,68 @@ def _server_ready(http_addr: str):
     return ready
 
 
-def _node_ready(http_addr: str):
-    """Node hostl is ready and its qemu driver detected and healthy."""
+def _node_ready(http_addr: str, drivers: tuple[str, ...]):
+    """Node hostl is ready and each of `drivers` detected and healthy."""
 
     def ready(session: requests.Session) -> bool:
         for n in session.get(f"{http_addr}/v1/nodes", timeout=2).json():
-            qemu = (n.get("Drivers") or {}).get("qemu") or {}
-            if n.get("Status") == "ready" and qemu.get("Detected") and qemu.get("Healthy"):
+            found = n.get("Drivers") or {}
+            healthy = all(
+                (found.get(d) or {}).get("Detected") and (found.get(d) or {}).get("Healthy")
+                for d in drivers
+            )
+            if n.get("Status") == "ready" and healthy:
                 return True
         return False
 
     return ready
 
 
-def up(accelerator: str = "auto") -> LabState:
-    """Bring the lab up (idempotent: a healthy running lab is returned as is).
+def _plugin() -> Path | None:
+    """The built micro-VNF driver plugin, or None when scripts/setup has not built it."""
+    try:
+        return paths.driver_plugin()
+    except (VimprofError, AttributeError):
+        return None
+
+
+def _start_artifact_server(images: Path, log: Path) -> int:
+    """A plain HTTP server in hostc serving the lab's images (the stock driver's artifacts)."""
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", SERVER_NS, sys.executable, "-m", "http.server",
+             str(ARTIFACT_PORT), "--bind", SERVER_IP, "--directory", str(images)],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def up(accelerator: str = "auto", nomad_variant: str = "stock",
+       driver_variant: str = "stock") -> LabState:
+    """Bring the lab up (idempotent: a healthy running lab of the same variants is returned).
 
     `accelerator` is 'tcg', 'kvm' or 'auto' (measured by vimprof.lab.accel, cached).
-    Raises VimprofError when not root, the Nomad build or kernel is missing, or the lab
-    does not become ready in READY_TIMEOUT_S (it is then torn down).
+    `nomad_variant` 'stock' runs Nomad v1.11.3 as released, 'tuned' the reactive build
+    (patches/nomad-xen/nomad-reactive.patch). `driver_variant` ('stock'|'tuned') configures the
+    micro-VNF driver plugin when scripts/setup built it. A running lab of other variants is
+    restarted. Raises VimprofError when not root, a build or the kernel is missing, a variant
+    is unknown, or the lab does not become ready in READY_TIMEOUT_S (it is then torn down).
     """
     netns.require_root()
+    for what, v in (("--nomad", nomad_variant), ("driver variant", driver_variant)):
+        if v not in VARIANTS:
+            raise VimprofError(f"{what} must be one of {', '.join(VARIANTS)}, not {v!r}")
+    plugin = _plugin()
     state = _load_state()
-    if state and _alive(state.server_pid) and _alive(state.client_pid):
+    same = state is not None and state.nomad_variant == nomad_variant and (
+        plugin is None or state.driver_variant == driver_variant)
+    if same and _alive(state.server_pid) and _alive(state.client_pid):
         return state
     if state or netns.exists(SERVER_NS) or netns.exists(CLIENT_NS):
         down()
 
-    nomad = paths.nomad_binary()
+    nomad = paths.nomad_reactive_binary() if nomad_variant == "tuned" else paths.nomad_binary()
     kernel = paths.testvnf_kernel()
     d = lab_dir()
     if d.exists():
@@ -252,6 +313,11 @@ def up(accelerator: str = "auto") -> LabState:
         sub.mkdir(parents=True, exist_ok=True)
     lab_kernel = images / kernel.name
     shutil.copy2(kernel, lab_kernel)
+    hooks_file = d / "hooks.jsonl"
+    plugin_dir = d / "plugins" if plugin else None
+    if plugin_dir:
+        plugin_dir.mkdir()
+        shutil.copy2(plugin, plugin_dir / PLUGIN_FILE)
 
     if accelerator == "auto":
         from vimprof.lab.accel import choose_accelerator
@@ -268,7 +334,10 @@ def up(accelerator: str = "auto") -> LabState:
         server_cfg = d / "server" / "server.hcl"
         client_cfg = d / "client" / "client.hcl"
         server_cfg.write_text(_server_hcl(d / "server" / "data"))
-        client_cfg.write_text(_client_hcl(d / "client" / "data", images))
+        plugin_block = (_plugin_hcl(images, driver_variant, accelerator, hooks_file)
+                        if plugin else "")
+        client_cfg.write_text(_client_hcl(d / "client" / "data", images, plugin_dir,
+                                          plugin_block))
         deadline = time.monotonic() + READY_TIMEOUT_S
         state = LabState(
             lab_dir=str(d),
@@ -279,13 +348,19 @@ def up(accelerator: str = "auto") -> LabState:
             server_pid=_start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log"),
             client_pid=0,
             http_addr=f"http://{SERVER_MGMT_IP}:{HTTP_PORT}",
+            nomad_variant=nomad_variant,
+            driver_variant=driver_variant if plugin else None,
+            hooks_file=str(hooks_file),
+            artifact_url=f"http://{SERVER_IP}:{ARTIFACT_PORT}",
+            artifact_pid=_start_artifact_server(images, logs / "artifacts.log"),
         )
         _save(state)
         _wait(state, "leader and keyring", _server_ready(state.http_addr), logs, deadline)
         state.client_pid = _start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
         _save(state)
-        _wait(state, "node hostl ready with the qemu driver", _node_ready(state.http_addr),
-              logs, deadline)
+        drivers = ("qemu", "xen") if plugin else ("qemu",)
+        _wait(state, f"node hostl ready with driver(s) {', '.join(drivers)}",
+              _node_ready(state.http_addr, drivers), logs, deadline)
     except BaseException as exc:
         detail = "\n".join(
             f"--- {log.name} (last lines)\n{_tail(log)}" for log in sorted(logs.glob("*.log"))
@@ -322,10 +397,11 @@ def down() -> list[str]:
     done: list[str] = []
     state = _load_state()
     if state:
-        for name, pid in (("client", state.client_pid), ("server", state.server_pid)):
+        for name, pid in (("nomad client", state.client_pid), ("nomad server", state.server_pid),
+                          ("artifact server", state.artifact_pid)):
             if pid and _alive(pid):
                 _stop(pid, grace_s=10.0)
-                done.append(f"stopped nomad {name} (pid {pid})")
+                done.append(f"stopped {name} (pid {pid})")
     for ns in (CLIENT_NS, SERVER_NS):
         left = netns.kill_all(ns)
         if left:
@@ -352,6 +428,8 @@ def status() -> dict[str, object]:
         return info
     info.update(
         nomad_version=state.nomad_version,
+        nomad_variant=state.nomad_variant,
+        driver_plugin=state.driver_variant or "not built (run scripts/setup)",
         accelerator=state.accelerator,
         http_addr=state.http_addr,
         server_alive=_alive(state.server_pid),

@@ -29,14 +29,29 @@ TERMINAL = {"complete", "failed", "lost"}
 BLOCK_WAIT = "5s"
 
 
+DRIVERS = ("qemu", "xen-stock", "xen-tuned")
+
+
 @dataclass(frozen=True)
 class GuestSpec:
-    """The micro-VNF each run boots: kernel path on the client, QEMU accelerator, memory (MB)."""
+    """The micro-VNF each run boots and through which task driver.
+
+    `driver`: "qemu" is Nomad's built-in qemu driver (kernel path on the client, through
+    `args`); "xen-stock" and "xen-tuned" are vimprof's micro-VNF driver plugin (driver name
+    `xen`, patches/nomad-xen/) with its qemu backend. xen-stock ships the kernel through Nomad's
+    `artifact` stanza from `artifact_url` (Ventre et al. 2016, Sec. V-B: the stock XenDriver
+    downloads image and configuration); xen-tuned names the kernel file, which the plugin finds
+    in its allowlisted image directory. Which variant the plugin runs (executor and log
+    collection or direct spawn) is its agent configuration, set by the lab.
+    """
 
     kernel: str
     accelerator: str = "tcg"
     memory_mb: int = 128  # the qemu driver refuses less (drivers/qemu/driver.go)
     cpu_mhz: int = 100
+    driver: str = "qemu"
+    artifact_url: str | None = None  # xen-stock: where the client downloads the kernel
+    ready_line: str | None = "vimprof-testvnf: ready"  # xen: spawn ends when the guest says it
 
 
 @dataclass
@@ -71,8 +86,43 @@ class RunRecord:
         return d
 
 
+def _task(guest: GuestSpec) -> dict[str, Any]:
+    """The task of the job: driver, its config and, for xen-stock, the artifact."""
+    task: dict[str, Any] = {
+        "Name": "micro-vnf",
+        "Resources": {"CPU": guest.cpu_mhz, "MemoryMB": guest.memory_mb},
+        "KillTimeout": 2_000_000_000,
+        "LogConfig": {"MaxFiles": 1, "MaxFileSizeMB": 1},
+    }
+    if guest.driver == "qemu":
+        task["Driver"] = "qemu"
+        task["Config"] = {
+            "image_path": guest.kernel,
+            "drive_interface": "none",
+            "accelerator": guest.accelerator,
+            "args": ["-kernel", guest.kernel, "-no-reboot"],
+        }
+        return task
+    if guest.driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {DRIVERS}, not {guest.driver!r}")
+    name = guest.kernel.rsplit("/", 1)[-1]
+    config: dict[str, Any] = {"backend": "qemu", "kernel": name}
+    if guest.ready_line:
+        config["ready_line"] = guest.ready_line
+    task["Driver"] = "xen"
+    task["Config"] = config
+    if guest.driver == "xen-stock":
+        if not guest.artifact_url:
+            raise ValueError("xen-stock needs artifact_url: the kernel comes as an artifact")
+        task["Artifacts"] = [{"GetterSource": guest.artifact_url, "RelativeDest": "local/"}]
+    return task
+
+
 def job_spec(job_id: str, guest: GuestSpec) -> dict[str, Any]:
-    """The Nomad API job (JSON, Go field names) booting one diskless micro-VNF guest."""
+    """The Nomad API job (JSON, Go field names) booting one diskless micro-VNF guest.
+
+    Raises ValueError for an unknown driver or xen-stock without an artifact URL.
+    """
     return {
         "ID": job_id,
         "Name": job_id,
@@ -87,21 +137,7 @@ def job_spec(job_id: str, guest: GuestSpec) -> dict[str, Any]:
                 "RestartPolicy": {"Attempts": 0, "Mode": "fail"},
                 "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
                 "EphemeralDisk": {"SizeMB": 10},
-                "Tasks": [
-                    {
-                        "Name": "micro-vnf",
-                        "Driver": "qemu",
-                        "Config": {
-                            "image_path": guest.kernel,
-                            "drive_interface": "none",
-                            "accelerator": guest.accelerator,
-                            "args": ["-kernel", guest.kernel, "-no-reboot"],
-                        },
-                        "Resources": {"CPU": guest.cpu_mhz, "MemoryMB": guest.memory_mb},
-                        "KillTimeout": 2_000_000_000,
-                        "LogConfig": {"MaxFiles": 1, "MaxFileSizeMB": 1},
-                    }
-                ],
+                "Tasks": [_task(guest)],
             }
         ],
     }
