@@ -75,7 +75,8 @@ def make_run(tmp_path: Path) -> MakeRun:
     """make_run(label, n, means={"scheduling": 50, ...}, sd=..., seed=...) -> RunDir.
 
     Durations are normal(mean, sd) from numpy with a fixed seed, clipped to stay positive.
-    `records` overrides the generated timelines; `requests` is written to requests.jsonl.
+    `records` overrides the generated timelines; `requests` is written to requests.jsonl,
+    `hooks` to hooks.jsonl and `manifest` to manifest.json.
     """
 
     def make(
@@ -87,6 +88,8 @@ def make_run(tmp_path: Path) -> MakeRun:
         vim: str = "nomad",
         records: Sequence[dict] | None = None,
         requests: Sequence[dict] | None = None,
+        manifest: dict | None = None,
+        hooks: Sequence[dict] | None = None,
     ) -> RunDir:
         means = means or {"scheduling": 50.0, "instantiation": 280.0}
         d = tmp_path / "runs" / label
@@ -102,6 +105,21 @@ def make_run(tmp_path: Path) -> MakeRun:
         write_jsonl(d / "timelines.jsonl", records)
         if requests is not None:
             write_jsonl(d / "requests.jsonl", requests)
+        if hooks is not None:
+            write_jsonl(d / "hooks.jsonl", hooks)
+        if manifest is not None:
+            (d / "manifest.json").write_text(json.dumps(manifest))
         return RunDir(d)
 
     return make
+
+
+def floor_hook(run: int, ms: float, t_ns: int = T0_NS) -> dict:
+    """A hooks.jsonl floor-probe record of `ms` for campaign run `run`."""
+    return {"probe": "floor", "hook": "spawn", "t_ns": t_ns, "end_ns": t_ns + int(ms * 1e6),
+            "run": run, "backend": "qemu"}
+
+
+@pytest.fixture
+def make_floor_hook() -> Callable[..., dict]:
+    return floor_hook

@@ -4,7 +4,7 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from vimprof.phases import NOMAD
-from vimprof.report.chart import draw, phase_bars
+from vimprof.report.chart import breakdown_bars, draw, phase_bars
 from vimprof.report.compare import compare
 
 
@@ -14,7 +14,8 @@ def cmp(make_run):
         [
             make_run("stock", n=30, seed=1, means={"scheduling": 50.0, "instantiation": 280.0}),
             make_run("tuned", n=30, seed=2, means={"scheduling": 45.0, "instantiation": 200.0}),
-        ]
+        ],
+        n_resamples=0,
     )
 
 
@@ -68,7 +69,7 @@ def test_whiskers_sit_at_segment_ends_with_ci_half_width(cmp):
 
 def test_single_instance_label_has_no_whisker(make_run, make_timeline, tmp_path):
     one = make_run("one", records=[make_timeline(0, {"scheduling": 40.0, "instantiation": 200.0})])
-    cmp = compare([make_run("stock", n=10), one])
+    cmp = compare([make_run("stock", n=10), one], n_resamples=0)
     summary = phase_bars(cmp, tmp_path / "p.png")
     assert len(summary.segments) == 4
     assert summary.whiskers == 2  # only the baseline's segments
@@ -77,7 +78,8 @@ def test_single_instance_label_has_no_whisker(make_run, make_timeline, tmp_path)
 
 def test_missing_stack_phase_draws_empty_segment(make_run, tmp_path):
     cmp = compare(
-        [make_run("stock", n=10), make_run("sched-only", n=10, means={"scheduling": 30.0})]
+        [make_run("stock", n=10), make_run("sched-only", n=10, means={"scheduling": 30.0})],
+        n_resamples=0,
     )
     summary = phase_bars(cmp, tmp_path / "p.png")
     inst = next(
@@ -85,3 +87,50 @@ def test_missing_stack_phase_draws_empty_segment(make_run, tmp_path):
     )
     assert inst.width_ms == 0.0
     assert summary.annotations[1] == "total: no data"
+
+
+BREAKDOWN = {"download_artifact": 40.0, "init_environment": 30.0, "spawn": 120.0, "clean": 5.0}
+
+
+def test_breakdown_chart_with_floor_marks(make_run, make_floor_hook, tmp_path):
+    stock = make_run(
+        "stock", n=12, seed=1, means={"scheduling": 20.0, "instantiation": 250.0, **BREAKDOWN},
+        hooks=[make_floor_hook(i, 60.0 + i % 3) for i in range(12)],
+    )
+    tuned = make_run(
+        "tuned", n=12, seed=2,
+        means={"scheduling": 20.0, "instantiation": 150.0, "download_artifact": 2.0,
+               "init_environment": 10.0, "spawn": 90.0, "clean": 5.0},
+    )
+    cmp = compare([stock, tuned], n_resamples=0)
+    assert cmp.has_breakdown() and cmp.has_floor
+    s = breakdown_bars(cmp, tmp_path / "b.svg")
+    assert (tmp_path / "b.svg").read_text().startswith("<svg")
+    assert s.labels == ("stock", "tuned")
+    assert s.legend == (*NOMAD.breakdown, "floor spawn (hypervisor alone)")
+    assert len(s.segments) == 2 * 4 and s.whiskers == 8
+    assert "breakdown of instantiation" in s.title
+    # the floor mark: start of spawn + mean floor, only for the label that has probes
+    (label, x), = s.floor_marks
+    spawn = next(g for g in s.segments if g.label == "stock" and g.phase == "spawn")
+    assert label == "stock"
+    assert x == pytest.approx(spawn.left_ms + cmp.stats("floor spawn", "stock").mean_ms)
+    assert s.annotations[0].startswith(
+        f"instantiation {cmp.stats('instantiation', 'stock').mean_ms:.1f} ms"
+    )
+
+
+def test_breakdown_chart_only_with_breakdown_phases(make_run):
+    from vimprof.report import figures
+
+    plain = compare([make_run("stock", n=5), make_run("tuned", n=5)], n_resamples=0)
+    assert not plain.has_breakdown()
+    assert list(figures(plain)) == ["phases", "cdf", "runs", "gantt:stock", "gantt:tuned"]
+    with_bd = compare(
+        [make_run("a", n=5, means={"instantiation": 200.0, "spawn": 100.0}),
+         make_run("b", n=5)], n_resamples=0,
+    )
+    assert with_bd.has_breakdown()
+    figs = figures(with_bd)
+    assert list(figs) == ["phases", "breakdown", "cdf", "runs", "gantt:a", "gantt:b"]
+    assert figs["breakdown"][0] == "breakdown.png"
