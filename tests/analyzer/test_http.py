@@ -112,6 +112,18 @@ def test_gap_in_headers_resyncs_on_next_request():
 
 def test_garbage_is_skipped_and_counted():
     h, out = make()
-    h.data(0, 1, b"\x16\x03\x01\x02\x00binary junk\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
+    h.data(0, 1, b"\x00\x03\x01\x02\x00binary junk\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
     assert [m.path for m in out] == ["/ok"]
-    assert h.garbage_bytes > 0
+    assert h.garbage_bytes > 0 and not h.encrypted
+
+
+def test_tls_is_detected_and_never_parsed():
+    h, out = make()
+    # a ClientHello record header, then bytes that would parse as HTTP if it were plaintext
+    h.data(0, 1, b"\x16\x03\x01\x02\x00" + b"GET /secret HTTP/1.1\r\n\r\n")
+    h.data(1, 2, b"\x16\x03\x03\x00\x40" + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert h.encrypted and out == [] and h.garbage_bytes == 0
+    # joined midway: application_data records
+    h, out = make()
+    h.data(0, 1, b"\x17\x03\x03\x00\x20" + b"GET /x HTTP/1.1\r\n\r\n")
+    assert h.encrypted and out == []

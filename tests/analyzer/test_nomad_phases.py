@@ -62,7 +62,19 @@ def scenario():
         "request",
         {
             "Alloc": [
-                {"ID": A1, "ClientStatus": "running", "TaskStates": {"t": {"State": "running"}}}
+                {
+                    "ID": A1,
+                    "ClientStatus": "running",
+                    "TaskStates": {
+                        "t": {
+                            "State": "running",
+                            "Events": [
+                                {"Type": "Received", "Time": t + 30 * MS},
+                                {"Type": "Started", "Time": t + 200 * MS},
+                            ],
+                        }
+                    },
+                }
             ]
         },
         t + 400 * MS,
@@ -78,7 +90,23 @@ def scenario():
         t + 601 * MS,
         seq=4,
     )
-    return http, [gca, pull, pulled, upd, upd_ack, upd2], t
+    done = rpc(
+        "Node.UpdateAlloc",
+        "request",
+        {
+            "Alloc": [
+                {
+                    "ID": A1,
+                    "ClientStatus": "complete",
+                    "TaskStates": {"t": {"Events": [{"Type": "Killed", "Time": t + 990 * MS}]}},
+                }
+            ]
+        },
+        t + 1000 * MS,
+        t + 1001 * MS,
+        seq=5,
+    )
+    return http, [gca, pull, pulled, upd, upd_ack, upd2, done], t
 
 
 def test_complete_timeline():
@@ -101,13 +129,29 @@ def test_complete_timeline():
         "Node.GetClientAllocs response",
         "Alloc.GetAllocs request",
         "Alloc.GetAllocs response",
+        "Task event Received",
+        "Task event Started",
         "Node.UpdateAlloc request",
         "Node.UpdateAlloc response",
         "Job.Deregister request",
         "Job.Deregister response",
+        "Task event Killed",
+        "Node.UpdateAlloc request",
     ]
-    assert names.count("Node.UpdateAlloc request") == 1  # the second "running" is no news
-    dereg = tl["events"][7]
+    # the second "running" is no news; the terminal "complete" is
+    assert names.count("Node.UpdateAlloc request") == 2
+    assert ph["api"]["ms"] == 5.0
+    assert ph["client_pickup"]["start_ns"] == t + 21 * MS
+    assert ph["client_pickup"]["end_ns"] == t + 28 * MS
+    assert ph["task_start"]["end_ns"] == t + 200 * MS
+    assert ph["task_start"]["to"] == "Task event Started"
+    assert ph["notification"]["ms"] == 201.0
+    assert ph["stop"]["start_ns"] == t + 900 * MS and ph["stop"]["end_ns"] == t + 1001 * MS
+    started = tl["events"][6]
+    assert started["attrs"] == {
+        "alloc": A1, "task": "t", "clock": "client", "via": "Node.UpdateAlloc"
+    }
+    dereg = tl["events"][9]
     assert dereg["attrs"] == {
         "job": "web",
         "via": "http",
@@ -121,14 +165,15 @@ def test_complete_timeline():
 def test_missing_register_leaves_phases_out():
     _, rpcs, _ = scenario()
     (tl,) = build_timelines([], rpcs)
-    assert not tl["complete"] and set(tl["phases"]) == {"instantiation"}
+    assert not tl["complete"]
+    assert set(tl["phases"]) == {"instantiation", "client_pickup", "task_start", "notification"}
     assert any("Job.Register request" in i for i in tl["issues"])
 
 
 def test_missing_running_report():
     http, rpcs, _ = scenario()
     (tl,) = build_timelines(http, rpcs[:3])
-    assert set(tl["phases"]) == {"scheduling"} and not tl["complete"]
+    assert set(tl["phases"]) == {"scheduling", "api", "client_pickup"} and not tl["complete"]
     assert any("instantiation left out" in i and "running" in i for i in tl["issues"])
 
 

@@ -178,3 +178,13 @@ def test_resync_also_finds_headers_in_declaration_order():
     h.data(0, 1, b"\x01" + b"\xc1" + old_order)
     assert [(m.method, m.seq) for m in out] == [("Status.Ping", 5)]
     assert stats.resyncs == 1
+
+
+def test_tls_session_joined_midway_is_reported_not_decoded():
+    h, out, stats = make(Connection(8, ("10.0.0.1", 40001), ("10.0.0.2", 4647), False, 0))
+    c2s, s2c, _, _ = session_bytes()
+    # application_data records wrapping what would otherwise decode as yamux + msgpack-rpc
+    h.data(0, 1, b"\x17\x03\x03\x01\x00" + c2s[1:])
+    h.data(1, 2, s2c)
+    assert out == [] and stats.garbage_bytes == 0
+    assert any("encrypted: cannot decode, use hooks or VIM events" in w for w in stats.warnings)

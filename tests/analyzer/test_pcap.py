@@ -126,3 +126,35 @@ def test_missing_file_and_unknown_linktype(tmp_path):
     p.write_bytes(wire.pcap([(T0, b"\x00" * 40)], linktype=147))
     with pytest.raises(VimprofError, match="link type 147"), PcapReader(p) as r:
         list(r)
+
+
+@pytest.mark.parametrize("name", ["nomad-dev-mock.pcap", "nomad-lab-3runs/capture.pcap"])
+def test_fast_pcap_path_equals_the_generic_decoder(name, tmp_path):
+    from pathlib import Path
+
+    from vimprof.analyzer.pcap import decode_record
+
+    src = Path(__file__).resolve().parents[1] / "data" / name
+    with PcapReader(src) as r:
+        fast = list(r)
+    with PcapReader(src) as r:
+        generic = [p for p in map(decode_record, r.records_iter()) if p is not None]
+    assert fast == generic and len(fast) > 300
+    # and on odd records the fast path hands over: VLAN, IPv6, options, snapped, non-TCP
+    recs = [
+        (T0, wire.eth(_seg(b"vlan"), vlans=(5,))),
+        (T0 + 1, wire.eth(wire.ipv6("fd00::1", "fd00::2", wire.tcp(40000, 4647, 1, 0,
+                                                                   payload=b"v6")))),
+        (T0 + 2, wire.eth(_seg(b"x" * 30))),
+        (T0 + 3, wire.eth(wire.ipv4("10.0.0.1", "10.0.0.2", b"\x00" * 8, proto=17))),
+        (T0 + 4, wire.eth(_seg(b"plain"), pad_to=80)),
+    ]
+    p = tmp_path / "odd.pcap"
+    p.write_bytes(wire.pcap(recs, origlens={2: 200}))
+    with PcapReader(p) as r:
+        fast = list(r)
+        assert r.skipped == 1 and r.snapped == 1
+    with PcapReader(p) as r:
+        generic = [x for x in map(decode_record, r.records_iter()) if x is not None]
+    assert fast == generic
+    assert [x.payload for x in fast] == [b"vlan", b"v6", b"x" * 30, b"plain"]

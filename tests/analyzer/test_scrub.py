@@ -70,6 +70,10 @@ def test_not_a_pcap_is_refused(tmp_path):
         scrub_pcap(tmp_path / "x.pcap", tmp_path / "y.pcap")
 
 
-@pytest.mark.parametrize("name", ["nomad-dev-mock.pcap", "nomad-lab-3runs/capture.pcap"])
+@pytest.mark.parametrize(
+    "name",
+    ["nomad-dev-mock.pcap", "nomad-lab-3runs/capture.pcap", "nova-lab-delete/capture.pcap",
+     "nova-lab-boot/capture.pcap"],
+)
 def test_committed_captures_hold_no_credential(name):
     assert find_secrets(DATA / name) == []

@@ -151,3 +151,16 @@ def test_ignored_connections_get_no_handler():
     r.add(pkt(1, 0, 1, SYN))
     r.add(pkt(2, 0, 2, payload=b"x"))
     assert r.connections == 1 and r.all_connections == []
+
+
+def test_idle_connections_expire_and_reopen_midway():
+    r, hs = make()
+    handshake(r)
+    r.add(pkt(10, 0, 101, payload=b"abc"))
+    r.idle_timeout_ns = 100
+    assert r.expire(50) == 0 and hs[0].closed == []
+    assert r.expire(200) == 1 and hs[0].closed == ["idle"]
+    # the same tuple talks again: a new connection, joined midway (no SYN)
+    r.add(pkt(300, 0, 104, payload=b"def"))
+    assert len(hs) == 2 and not hs[1].conn.syn_seen and hs[1].stream(0) == b"def"
+    assert r.expired == 1

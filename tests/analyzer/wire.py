@@ -203,3 +203,65 @@ class Flow:
 
     def eth_records(self) -> list[tuple[int, bytes]]:
         return [(t, eth(f)) for t, f in self.packets]
+
+
+# -- AMQP 0-9-1 (spec section 4.2) and oslo.messaging envelopes ----------------------------
+
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+def amqp_frame(ftype: int, channel: int, payload: bytes) -> bytes:
+    return struct.pack(">BHI", ftype, channel, len(payload)) + payload + b"\xce"
+
+
+def _shortstr(s: str) -> bytes:
+    b = s.encode()
+    return bytes([len(b)]) + b
+
+
+def amqp_publish(channel: int, exchange: str, routing_key: str) -> bytes:
+    args = struct.pack(">H", 0) + _shortstr(exchange) + _shortstr(routing_key) + b"\x00"
+    return amqp_frame(1, channel, struct.pack(">HH", 60, 40) + args)
+
+
+def amqp_deliver(channel: int, exchange: str, routing_key: str, tag: int = 1) -> bytes:
+    args = _shortstr("ctag1.x") + struct.pack(">Q", tag) + b"\x00"
+    args += _shortstr(exchange) + _shortstr(routing_key)
+    return amqp_frame(1, channel, struct.pack(">HH", 60, 60) + args)
+
+
+def amqp_content(channel: int, body: bytes, frame_max: int = 4096, **props) -> bytes:
+    """Content header (content_type, headers table, delivery_mode, correlation_id,
+    reply_to, expiration as given) then body frames of at most frame_max bytes."""
+    flags = 0
+    p = b""
+    if "content_type" in props:
+        flags |= 0x8000
+        p += _shortstr(props["content_type"])
+    if "headers" in props:
+        flags |= 0x2000
+        table = props["headers"]
+        p += struct.pack(">I", len(table)) + table
+    if "delivery_mode" in props:
+        flags |= 0x1000
+        p += bytes([props["delivery_mode"]])
+    if "correlation_id" in props:
+        flags |= 0x0400
+        p += _shortstr(props["correlation_id"])
+    if "reply_to" in props:
+        flags |= 0x0200
+        p += _shortstr(props["reply_to"])
+    if "expiration" in props:
+        flags |= 0x0100
+        p += _shortstr(props["expiration"])
+    hdr = struct.pack(">HHQH", 60, 0, len(body), flags) + p
+    out = amqp_frame(2, channel, hdr)
+    for i in range(0, len(body), frame_max):
+        out += amqp_frame(3, channel, body[i : i + frame_max])
+    return out
+
+
+def oslo_body(inner: dict) -> bytes:
+    import json
+
+    return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from vimprof.analyzer.tcp import Connection
 from vimprof.analyzer.timemap import TimeMap
+from vimprof.analyzer.tls import looks_like_tls
 
 SECRET_HEADERS = frozenset(
     {
@@ -392,7 +393,8 @@ class HttpConnection:
 
     `on_message(msg)` gets requests when they end and responses (with `request` set when
     one was pending). Counters: `requests`, `responses`, `unpaired`, plus the streams'
-    `garbage_bytes` and `dropped`.
+    `garbage_bytes` and `dropped`. `encrypted` is set when the first bytes of a direction
+    are a TLS record (tls.looks_like_tls): the connection is then not parsed at all.
     """
 
     def __init__(
@@ -407,6 +409,8 @@ class HttpConnection:
         self.requests = 0
         self.responses = 0
         self.unpaired = 0
+        self.encrypted = False  # TLS seen: nothing of this connection is parsed
+        self._checked = [False, False]
         self.streams = (
             HttpStream(True, self._request, body_limit=body_limit),
             HttpStream(False, self._response, self._peek, body_limit=body_limit),
@@ -436,9 +440,18 @@ class HttpConnection:
 
     # tcp.StreamHandler
     def data(self, direction: int, t_ns: int, data: bytes) -> None:
+        if self.encrypted:
+            return
+        if not self._checked[direction]:
+            self._checked[direction] = True
+            if looks_like_tls(data, from_start=False):
+                self.encrypted = True
+                return
         self.streams[direction].feed(t_ns, data)
 
     def gap(self, direction: int, t_ns: int, missing: int) -> None:
+        if self.encrypted:
+            return
         stream = self.streams[direction]
         stream.gap(missing)
         if stream.state == _RESYNC:

@@ -13,12 +13,20 @@ Events (source "capture"; `host` = IP address of the message's sender; `t_ns` ns
 | Node.UpdateAlloc response      | the server's acknowledgement of that report     | t_last_ns   |
 | Job.Deregister request         | HTTP DELETE /v1/job/<id>; RPC Job.Deregister    | t_first_ns  |
 | Job.Deregister response        | its reply                                       | t_last_ns   |
+| Task event <Type>              | TaskStates[task].Events in Node.UpdateAlloc     | Event.Time  |
+|                                | (Received, Task Setup, Started, Killed, ...)    | client clock|
 
 Phases (vimprof/phases.py NOMAD, shared/design/nomad-internals.md section 2):
 scheduling = Job.Register request -> alloc first reaches the client (earliest of
 Node.GetClientAllocs response listing it and Alloc.GetAllocs request naming it);
 instantiation = Alloc.GetAllocs request -> Node.UpdateAlloc request with ClientStatus
 "running"; total = Job.Register request -> that Node.UpdateAlloc request.
+Finer phases (PhaseModel.detail): api = Job.Register request -> its response;
+client_pickup = alloc reaches the client -> Alloc.GetAllocs response; task_start =
+Alloc.GetAllocs response -> task event Started (the driver's StartTask returned);
+notification = task Started -> Node.UpdateAlloc request "running" as captured at the server
+(the lazy notification, nomad-internals.md section 3); stop = Job.Deregister request ->
+Node.UpdateAlloc request with a terminal ClientStatus (complete, failed, lost).
 A phase whose boundary is missing is left out, the record gets complete=false and an issue.
 
 Event attrs carry only ids, method names, statuses and paths (query strings dropped), never
@@ -49,6 +57,9 @@ EV_UPDATE = "Node.UpdateAlloc request"
 EV_UPDATE_REPLY = "Node.UpdateAlloc response"
 EV_DEREGISTER = "Job.Deregister request"
 EV_DEREGISTER_REPLY = "Job.Deregister response"
+EV_TASK_PREFIX = "Task event "  # + TaskEvent.Type, e.g. "Task event Started"
+EV_STARTED = EV_TASK_PREFIX + "Started"
+TERMINAL = frozenset({"complete", "failed", "lost"})
 
 _REGISTER_PATH = re.compile(r"^/v1/(?:jobs|job/([^/?#]+))/?$")
 _JOB_PATH = re.compile(r"^/v1/job/([^/?#]+)/?$")
@@ -56,7 +67,7 @@ _ID_FALLBACK = re.compile(rb'"ID"\s*:\s*"([^"\\]{1,256})"')
 JSON_LIMIT = 8 * 1024 * 1024  # decompressed bytes looked at in an HTTP body
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """One event of a timeline (ARCHITECTURE.md "Units and names")."""
 
@@ -94,6 +105,10 @@ class _Alloc:
     pull: Event | None = None
     running: Event | None = None
     statuses: set[str] = field(default_factory=set)
+    pull_reply: Event | None = None
+    started: Event | None = None  # first task "Started" event (client clock)
+    terminal: Event | None = None  # first Node.UpdateAlloc request with a terminal status
+    task_seen: set[tuple[str, str, int]] = field(default_factory=set)
     modify_index: Any = None
 
 
@@ -168,8 +183,9 @@ class NomadTimelines:
     """Collects Nomad events from messages, then builds one timeline per allocation."""
 
     def __init__(self) -> None:
-        self.registers: list[_JobEvent] = []
-        self.deregisters: list[_JobEvent] = []
+        # job id -> its registrations / deregistrations, in capture order
+        self.registers: dict[str, list[_JobEvent]] = {}
+        self.deregisters: dict[str, list[_JobEvent]] = {}
         self.allocs: dict[str, _Alloc] = {}
 
     def _alloc(self, alloc_id: str) -> _Alloc:
@@ -213,7 +229,7 @@ class NomadTimelines:
                 if je.eval_id:
                     attrs["eval_id"] = je.eval_id
                 je.reply = Event(resp.t_last_ns, req.conn[2], EV_REGISTER_REPLY, attrs)
-            self.registers.append(je)
+            self.registers.setdefault(job, []).append(je)
         elif method == "DELETE":
             m = _JOB_PATH.match(path)
             if not m:
@@ -238,7 +254,7 @@ class NomadTimelines:
                 if je.eval_id:
                     attrs["eval_id"] = je.eval_id
                 je.reply = Event(resp.t_last_ns, req.conn[2], EV_DEREGISTER_REPLY, attrs)
-            self.deregisters.append(je)
+            self.deregisters.setdefault(job, []).append(je)
 
     # -- RPC -------------------------------------------------------------------------------
 
@@ -301,7 +317,10 @@ class NomadTimelines:
                 ):
                     if _str(item.get(key)):
                         attrs[name] = item[key]
-                a.events.append(Event(msg.t_last_ns, msg.sender, EV_PULL_REPLY, attrs))
+                ev = Event(msg.t_last_ns, msg.sender, EV_PULL_REPLY, attrs)
+                a.events.append(ev)
+                if a.pull_reply is None:
+                    a.pull_reply = ev
         elif method == "Node.UpdateAlloc" and req is not None:
             rbody = req.body if isinstance(req.body, dict) else {}
             for item in rbody.get("Alloc") or []:
@@ -351,7 +370,7 @@ class NomadTimelines:
             if resp.error:
                 rattrs["error"] = resp.error[:200]
             je.reply = Event(resp.t_last_ns, resp.sender, reply_name, rattrs)
-        target.append(je)
+        target.setdefault(job, []).append(je)
 
     def _update_alloc(self, msg: RpcMessage, item: Any) -> None:
         if not isinstance(item, dict) or not _str(item.get("ID")):
@@ -360,6 +379,7 @@ class NomadTimelines:
         if not isinstance(status, str):
             return
         a = self._alloc(item["ID"])
+        self._task_events(msg, a, item.get("TaskStates"))
         if status in a.statuses:
             return
         a.statuses.add(status)
@@ -377,6 +397,36 @@ class NomadTimelines:
         a.events.append(ev)
         if status == "running" and a.running is None:
             a.running = ev
+        if status in TERMINAL and a.terminal is None:
+            a.terminal = ev
+
+    def _task_events(self, msg: RpcMessage, a: _Alloc, states: Any) -> None:
+        """Task events carried in an UpdateAlloc's TaskStates (times: the client's clock)."""
+        if not isinstance(states, dict):
+            return
+        for task, state in states.items():
+            if not isinstance(task, str) or not isinstance(state, dict):
+                continue
+            evs = state.get("Events")
+            for item in evs if isinstance(evs, list) else []:
+                if not isinstance(item, dict):
+                    continue
+                etype, t = item.get("Type"), item.get("Time")
+                if not isinstance(etype, str) or not isinstance(t, int) or t <= 0:
+                    continue
+                key = (task, etype, t)
+                if key in a.task_seen:
+                    continue
+                a.task_seen.add(key)
+                ev = Event(
+                    t,
+                    msg.sender,
+                    EV_TASK_PREFIX + etype,
+                    {"alloc": a.id, "task": task, "clock": "client", "via": "Node.UpdateAlloc"},
+                )
+                a.events.append(ev)
+                if etype == "Started" and (a.started is None or t < a.started.t_ns):
+                    a.started = ev
 
     # -- timelines -------------------------------------------------------------------------
 
@@ -385,7 +435,9 @@ class NomadTimelines:
             return None
         limit = a.reach.t_ns if a.reach is not None else None
         cands = [
-            r for r in self.registers if r.job == a.job and (limit is None or r.event.t_ns <= limit)
+            r
+            for r in self.registers.get(a.job, ())
+            if limit is None or r.event.t_ns <= limit
         ]
         if not cands:
             return None
@@ -397,11 +449,22 @@ class NomadTimelines:
             return max(by_eval or same, key=lambda r: r.event.t_ns)
         return None
 
+    def _deregister_for(self, a: _Alloc, reg: _JobEvent | None) -> _JobEvent | None:
+        """The first deregistration of the alloc's job after its registration."""
+        if reg is None:
+            return None
+        cands = [d for d in self.deregisters.get(reg.job, ()) if d.event.t_ns >= reg.event.t_ns]
+        return min(cands, key=lambda d: d.event.t_ns) if cands else None
+
     def timelines(self, job_runs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """One timeline dict per allocation (shape in vimprof/phases.py), by first event."""
+        """One timeline dict per allocation (shape in vimprof/phases.py), by first event.
+
+        Consumes the collected allocations (call it once).
+        """
         job_runs = job_runs or {}
         out = []
-        for a in self.allocs.values():
+        while self.allocs:  # consumed as built: Event objects go as their dicts appear
+            _id, a = self.allocs.popitem()
             issues: list[str] = []
             events = list(a.events)
             reg = self._register_for(a)
@@ -418,7 +481,7 @@ class NomadTimelines:
                 events.append(reg.event)
                 if reg.reply is not None:
                     events.append(reg.reply)
-                for d in self.deregisters:
+                for d in self.deregisters.get(a.job or "", ()):
                     if d.job == a.job and d.event.t_ns >= reg.event.t_ns:
                         events.append(d.event)
                         if d.reply is not None:
@@ -427,6 +490,23 @@ class NomadTimelines:
             reg_ev = reg.event if reg is not None else None
 
             running_name = f"{EV_UPDATE} (client_status running)"
+            _phase(phases, issues, "api", reg_ev, reg.reply if reg else None, EV_REGISTER,
+                   EV_REGISTER_REPLY)
+            _phase(phases, issues, "client_pickup", a.reach, a.pull_reply,
+                   f"{EV_CLIENT_ALLOCS} or {EV_PULL}", EV_PULL_REPLY)
+            _phase(phases, issues, "task_start", a.pull_reply, a.started, EV_PULL_REPLY,
+                   EV_STARTED)
+            _phase(phases, issues, "notification", a.started, a.running, EV_STARTED,
+                   running_name)
+            dereg = self._deregister_for(a, reg)
+            if dereg is not None and a.terminal is not None:
+                _phase(phases, issues, "stop", dereg.event, a.terminal, EV_DEREGISTER,
+                       f"{EV_UPDATE} (terminal client_status)")
+            elif dereg is not None:
+                issues.append(
+                    f"stop left out: missing event {EV_UPDATE} (terminal client_status) "
+                    "after Job.Deregister"
+                )
             _phase(
                 phases,
                 issues,

@@ -18,7 +18,9 @@ Wire facts (shared/design/nomad-internals.md section 1):
 `RpcMessage`, responses paired with their request by (connection, stream, Seq). Strings are
 raw msgpack (decoded with `msgpack.Unpacker(raw=True)`): bodies come out with bytes converted
 to str where they are UTF-8 and left as bytes otherwise (Go time.Time blobs: see
-`go_time_ns`). Credential fields (`SECRET_KEYS`, e.g. AuthToken, SecretID) are dropped.
+`go_time_ns`); with `body_fields` (e.g. BODY_FIELDS) only the named fields of the named
+methods are converted, the rest of a body is dropped. Credential fields (`SECRET_KEYS`,
+e.g. AuthToken, SecretID) are dropped.
 
 Gaps and garbage never raise: the yamux framer resyncs on a chain of plausible headers and a
 msgpack-rpc stream resyncs on the next `ServiceMethod` header map; the message in flight is
@@ -37,6 +39,7 @@ import msgpack
 
 from vimprof.analyzer.tcp import Connection
 from vimprof.analyzer.timemap import TimeMap
+from vimprof.analyzer.tls import ENCRYPTED, looks_like_tls
 from vimprof.errors import VimprofError
 
 RPC_NOMAD = 0x01
@@ -135,6 +138,79 @@ def to_py(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
+# The body fields the Nomad phases read, per method (requests and responses alike): with
+# `body_fields=BODY_FIELDS` only these are converted (to_py over whole bodies dominated the
+# run time: an Alloc.GetAllocs response embeds the whole job); other methods get body None.
+# A schema is True (the whole value), a dict of key -> schema ("*" = any key), or [schema]
+# for each item of a list.
+_ALLOC = {
+    k: True
+    for k in (
+        "ID", "JobID", "EvalID", "NodeID", "ClientStatus", "DesiredStatus", "CreateIndex",
+        "ModifyIndex", "AllocModifyIndex", "CreateTime", "ModifyTime",
+    )
+}
+_TASK_STATE = {
+    "State": True, "StartedAt": True, "FinishedAt": True, "Failed": True,
+    "Events": [{"Type": True, "Time": True}],
+}
+BODY_FIELDS: dict[str, Any] = {
+    "Job.Register": {
+        "Job": {"ID": True}, "EvalID": True, "EvalCreateIndex": True, "JobModifyIndex": True,
+        "Index": True,
+    },
+    "Job.Deregister": {"JobID": True, "Purge": True, "EvalID": True, "Index": True},
+    "Node.GetClientAllocs": {"Allocs": True, "Index": True},
+    "Alloc.GetAllocs": {"AllocIDs": True, "MinQueryIndex": True, "Allocs": [_ALLOC], "Index": True},
+    "Node.UpdateAlloc": {"Alloc": [dict(_ALLOC, TaskStates={"*": _TASK_STATE})], "Index": True},
+}
+
+
+def compile_fields(schema: Any) -> Any:
+    """A BODY_FIELDS schema with its dict keys as raw msgpack bytes: {b"Key": ("Key", sub)}."""
+    if schema is True:
+        return True
+    if isinstance(schema, list):
+        return [compile_fields(schema[0])]
+    return {k.encode(): (k, compile_fields(v)) for k, v in schema.items()}
+
+
+_STAR = b"*"
+
+
+def prune(obj: Any, schema: Any, depth: int = 0) -> Any:
+    """`to_py` of only the parts of `obj` that `schema` (compile_fields of a BODY_FIELDS
+    entry) names; None where the shape differs. Secret keys are dropped as in to_py."""
+    if schema is True:
+        return to_py(obj, depth)
+    if depth > 100:
+        return None
+    if isinstance(schema, list):
+        if not isinstance(obj, list):
+            return None
+        sub = schema[0]
+        return [prune(v, sub, depth + 1) for v in obj]
+    if not isinstance(obj, dict):
+        return None
+    star = schema.get(_STAR)
+    if star is None:
+        out = {}
+        for bkey, (key, sub) in schema.items():
+            v = obj.get(bkey, _MISSING)
+            if v is not _MISSING:
+                out[key] = prune(v, sub, depth + 1)
+        return out
+    out = {}
+    for k, v in obj.items():
+        key = to_py(k) if isinstance(k, bytes) else k
+        if isinstance(key, str) and key not in SECRET_KEYS:
+            out[key] = prune(v, star[1], depth + 1)
+    return out
+
+
+_MISSING = object()
+
+
 @dataclass
 class RpcMessage:
     """One msgpack-rpc message (header + body) on Nomad's RPC port.
@@ -205,16 +281,22 @@ class _MsgpackRpcStream:
         self.sync_buf: bytearray | None = None  # bytes waiting for a resync point
         self.sync_base = 0
         self._syncing = False
-        self._new_unpacker(0)
+        self.skip_body = False
+        self.fed = 0
+        self.raw = bytearray()  # bytes of the message in flight (to rescan after garbage)
+        self.raw_base = 0  # absolute offset of raw[0] (where the next message starts)
 
     def _new_unpacker(self, base: int) -> None:
+        # An Unpacker costs ~40 KB (its parse stack): made when bytes arrive, released at
+        # each message boundary (see _drain), so thousands of idle streams stay cheap.
         self.unpacker = msgpack.Unpacker(
             raw=True, strict_map_key=False, max_buffer_size=MAX_MSG, use_list=True
         )
         self.unpacker_base = base
         self.obj_start = 0
+        self.fed = 0
         self.header = None
-        self.raw = bytearray()  # bytes of the message in flight (to rescan after garbage)
+        self.raw = bytearray()
         self.raw_base = base
 
     def feed(self, t_ns: int, data: bytes) -> None:
@@ -248,8 +330,32 @@ class _MsgpackRpcStream:
             return
         self._feed_unpacker(data)
 
+    def feed_pieces(self, pieces: list[tuple[int, int, int]], payload: bytes) -> None:
+        """Like `feed` for a payload that arrived in several segments: `pieces` are the
+        (t_ns, from, to) of its parts (TimeMap.pieces). Fed to the unpacker at once."""
+        if self.ignored or not payload:
+            return
+        if self.expect_mode_byte or self.sync_buf is not None or not pieces:
+            pos = 0
+            for t, lo, hi in pieces:
+                self.feed(t, payload[pos : pos + hi - lo])
+                pos += hi - lo
+            if pos < len(payload):
+                self.feed(pieces[-1][0] if pieces else 0, payload[pos:])
+            return
+        pos = 0
+        for t, lo, hi in pieces:
+            self.times.add(t, hi - lo)
+            pos += hi - lo
+        if pos < len(payload):
+            self.times.add(pieces[-1][0], len(payload) - pos)
+        self._feed_unpacker(payload)
+
     def _feed_unpacker(self, data: bytes | bytearray) -> None:
+        if self.unpacker is None:
+            self._new_unpacker(self.raw_base)
         self.raw += data
+        self.fed += len(data)
         try:
             self.unpacker.feed(data)
         except Exception:  # BufferFull: a length field that is not real
@@ -261,8 +367,17 @@ class _MsgpackRpcStream:
         up = self.unpacker
         while True:
             try:
-                obj = up.unpack()
+                if self.skip_body and self.header is not None:
+                    up.skip()  # a body the analysis does not read: no objects built
+                    obj = None
+                else:
+                    obj = up.unpack()
             except msgpack.OutOfData:
+                if self.header is None and self.obj_start == self.fed:
+                    # a message boundary with nothing buffered: release the unpacker
+                    self.raw_base = self.unpacker_base + self.fed
+                    self.raw.clear()
+                    self.unpacker = None
                 return
             except Exception:  # FormatError, StackError, unhashable key, ...
                 self._lose(self.unpacker_base + self.obj_start + 1)
@@ -277,6 +392,8 @@ class _MsgpackRpcStream:
                     return
                 self.header = obj
                 self.header_start = start
+                wanted = self.owner.body_methods
+                self.skip_body = wanted is not None and obj[_K_METHOD] not in wanted
                 continue
             header = self.header
             self.header = None
@@ -450,8 +567,22 @@ def _plausible(version: int, ftype: int, flags: int, stream: int, length: int) -
 class NomadRpcConnection:
     """tcp.StreamHandler for one connection to Nomad's RPC port (see the module docstring)."""
 
-    def __init__(self, conn: Connection, on_message: Callable[[RpcMessage], None], stats: RpcStats):
+    def __init__(
+        self,
+        conn: Connection,
+        on_message: Callable[[RpcMessage], None],
+        stats: RpcStats,
+        body_fields: dict[str, Any] | None = None,
+    ):
         self.conn = conn
+        self.body_fields = (
+            None
+            if body_fields is None
+            else {m: compile_fields(f) for m, f in body_fields.items()}
+        )
+        self.body_methods = (
+            None if body_fields is None else frozenset(m.encode() for m in body_fields)
+        )
         self.on_message = on_message
         self.stats = stats
         stats.connections += 1
@@ -463,6 +594,7 @@ class NomadRpcConnection:
         self.streams: dict[tuple[int, int], _MsgpackRpcStream] = {}
         self.pending: dict[tuple[int, int], RpcMessage] = {}
         self.early: list[tuple[int, int, bytes]] = []  # server bytes before the mode byte
+        self._tls_checked = [False, False]
         if not conn.syn_seen:
             # The connection began before the capture: Nomad clients dial 0x06 (yamux), so
             # decode it as yamux from the next frame boundary found. Routine (agents connect
@@ -491,8 +623,8 @@ class NomadRpcConnection:
             self.stats.skip(why)
             if mode == RPC_TLS:
                 self.stats.warnings.append(
-                    f"RPC connection {self.label} is TLS: encrypted: cannot decode; skipped "
-                    "(turn TLS off in the lab to measure RPC phases)"
+                    f"RPC connection {self.label} is TLS: {ENCRYPTED}; skipped "
+                    "(or turn TLS off in the lab to measure RPC phases)"
                 )
             elif mode not in (RPC_RAFT, RPC_STREAMING):
                 self.stats.warnings.append(
@@ -505,6 +637,12 @@ class NomadRpcConnection:
     def data(self, direction: int, t_ns: int, data: bytes) -> None:
         if self.skipped:
             return
+        if not self.conn.syn_seen and not self._tls_checked[direction]:
+            self._tls_checked[direction] = True
+            if looks_like_tls(data, from_start=False):
+                self.framers = self.plain = None
+                self._start(RPC_TLS)  # joined midway into a TLS session
+                return
         if self.mode is None:
             if direction == 1:
                 self.early.append((direction, t_ns, data))
@@ -577,13 +715,10 @@ class NomadRpcConnection:
                 # stream opened before the capture (or its SYN lost): odd ids are the dialler's
                 self._open_stream(stream, opener=0 if stream % 2 else 1, fresh=False)
                 s = self.streams[(stream, direction)]
-            pos = 0
-            for t, lo, hi in pieces:
-                n = hi - lo
-                s.feed(t, payload[pos : pos + n])
-                pos += n
-            if pos < len(payload):
-                s.feed(pieces[-1][0] if pieces else 0, payload[pos:])
+            if len(pieces) == 1 and pieces[0][2] - pieces[0][1] == len(payload):
+                s.feed(pieces[0][0], payload)  # the whole frame came in one segment
+            else:
+                s.feed_pieces(pieces, payload)
 
     def _open_stream(self, stream: int, opener: int, fresh: bool) -> None:
         v2 = self.mode == RPC_MULTIPLEX_V2
@@ -605,6 +740,11 @@ class NomadRpcConnection:
 
     # -- output ----------------------------------------------------------------------------
 
+    def _prune(self, method: Any, body: Any) -> Any:
+        assert self.body_fields is not None
+        schema = self.body_fields.get(method) if isinstance(method, str) else None
+        return None if schema is None else prune(body, schema)
+
     def emit(
         self, s: _MsgpackRpcStream, header: dict[bytes, Any], body: Any, t_first: int, t_last: int
     ) -> None:
@@ -617,7 +757,7 @@ class NomadRpcConnection:
             direction="request" if s.is_request else "response",
             seq=seq,
             error=err if isinstance(err, str) else repr(err),
-            body=to_py(body),
+            body=to_py(body) if self.body_fields is None else self._prune(method, body),
             t_first_ns=t_first,
             t_last_ns=t_last,
             conn=self.conn.tuple,

@@ -17,9 +17,10 @@ record ends the iteration cleanly with `truncated = True` and a line in `warning
 
 from __future__ import annotations
 
+import heapq
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -69,6 +70,8 @@ _ETHERTYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBB")
+# IPv4 fields the fast path reads: total length, flags+fragment offset, protocol, addresses
+_IPV4_FAST = struct.Struct("!2xH2xH1xB2x4s4s")
 
 
 class Packet(NamedTuple):
@@ -100,6 +103,9 @@ class Record(NamedTuple):
     origlen: int
 
 
+CaptureSource = str | Path | tuple[str | Path, int]
+
+
 class PcapReader:
     """Iterate the TCP segments of a pcap or pcapng file, streaming.
 
@@ -107,7 +113,9 @@ class PcapReader:
     `truncated` (the file ends inside a record), `warnings` (list of str), `records`
     (capture records read), `packets` (TCP segments yielded), `skipped` (records that were
     not TCP over IPv4/IPv6, or IP fragments), `snapped` (TCP segments cut by the snaplen),
-    `linktypes` (set of link types seen), `format` ("pcap" or "pcapng").
+    `linktypes` (set of link types seen), `unsupported` (pcapng interfaces' link types that
+    cannot be decoded: their packets are skipped with a warning; a classic pcap with one
+    raises VimprofError instead), `format` ("pcap" or "pcapng").
     """
 
     def __init__(self, path: str | Path):
@@ -123,6 +131,7 @@ class PcapReader:
         self.skipped = 0
         self.snapped = 0
         self.linktypes: set[int] = set()
+        self.unsupported: set[int] = set()  # pcapng link types seen but not decodable
         head = self._fh.read(4)
         if len(head) < 4:
             self._fh.close()
@@ -160,6 +169,9 @@ class PcapReader:
 
     def packets_iter(self) -> Iterator[Packet]:
         """TCP segments in file order (see the class docstring)."""
+        if self.format == "pcap":
+            yield from self._pcap_packets()
+            return
         for rec in self.records_iter():
             pkt = decode_record(rec)
             if pkt is None:
@@ -185,7 +197,70 @@ class PcapReader:
             f"capture truncated: {self.path} ends inside {where} after {self.records} records"
         )
 
+    def _pcap_packets(self) -> Iterator[Packet]:
+        """packets_iter for classic pcap: the common case (Ethernet without VLAN, SLL, SLL2;
+        IPv4 with TCP, whole packets) decoded inline (the hot path of the analyzer), the
+        rest through decode_record; same results."""
+        records = self._pcap_raw()
+        first = next(records, None)
+        if first is None:
+            return
+        linktype = self._linktype
+        link = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL: 16, LINKTYPE_LINUX_SLL2: 20}.get(
+            linktype, -1
+        )
+        et_off = {LINKTYPE_ETHERNET: 12, LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}.get(
+            linktype, -1
+        )
+        ntoa = socket.inet_ntoa
+        ipv4 = _IPV4_FAST.unpack_from
+        tcph = _TCP.unpack_from
+        cache: dict[bytes, str] = {}
+        for t_ns, data, origlen in _chain1(first, records):
+            n = len(data)
+            if (
+                link > 0
+                and n >= link + 40
+                and data[et_off] == 8
+                and data[et_off + 1] == 0
+                and data[link] == 0x45
+                and origlen == n
+            ):
+                total, frag, proto, src, dst = ipv4(data, link)
+                end = link + total
+                if proto == 6 and not frag & 0x3FFF and total >= 40 and end <= n:
+                    p = link + 20
+                    sport, dport, seq, ack, doff, flags = tcph(data, p)
+                    hlen = (doff >> 4) * 4
+                    if hlen >= 20 and p + hlen <= end:
+                        s = cache.get(src)
+                        if s is None:
+                            s = cache[src] = ntoa(src)
+                        d = cache.get(dst)
+                        if d is None:
+                            d = cache[dst] = ntoa(dst)
+                        payload = data[p + hlen : end]
+                        if len(cache) > 4096:
+                            cache.clear()
+                        self.packets += 1
+                        yield Packet(t_ns, s, sport, d, dport, seq, ack, flags, payload,
+                                     False, len(payload))
+                        continue
+            pkt = decode_record(Record(t_ns, linktype, data, origlen))
+            if pkt is None:
+                self.skipped += 1
+                continue
+            if pkt.snapped:
+                self.snapped += 1
+            self.packets += 1
+            yield pkt
+
     def _pcap_records(self) -> Iterator[Record]:
+        for t_ns, data, origlen in self._pcap_raw():
+            yield Record(t_ns, self._linktype, data, origlen)
+
+    def _pcap_raw(self) -> Iterator[tuple[int, bytes, int]]:
+        """(t_ns, captured bytes, wire length) of each record; sets self._linktype first."""
         rest = self._fh.read(20)
         if len(rest) < 20:
             self._cut("the file header")
@@ -200,6 +275,7 @@ class PcapReader:
         linktype = network & 0x0FFFFFFF
         _check_linktype(linktype, self.path)
         self.linktypes.add(linktype)
+        self._linktype = linktype
         rec_hdr = struct.Struct(endian + "IIII")
         read = self._fh.read
         while True:
@@ -222,7 +298,7 @@ class PcapReader:
                 self._cut("a packet")
                 return
             self.records += 1
-            yield Record(sec * 1_000_000_000 + frac * frac_ns, linktype, data, origlen)
+            yield sec * 1_000_000_000 + frac * frac_ns, data, origlen
 
     # -- pcapng ----------------------------------------------------------------------------
 
@@ -287,8 +363,15 @@ class PcapReader:
                     self._corrupt(blen)
                     return
                 linktype, _res, snaplen = struct.unpack(endian + "HHI", body[:8])
-                _check_linktype(linktype, self.path)
                 self.linktypes.add(linktype)
+                if linktype not in SUPPORTED_LINKTYPES:
+                    # pcapng may mix interfaces: keep the others (best partial result)
+                    self.unsupported.add(linktype)
+                    self.warnings.append(
+                        f"{self.path}: interface {len(ifaces)} uses link type {linktype}, "
+                        "which vimprof cannot decode; its packets are skipped (capture on an "
+                        "Ethernet or loopback interface, or `-i any`)"
+                    )
                 per_sec, offset = _idb_options(body[8:], endian)
                 ifaces.append((linktype, per_sec, offset, snaplen))
             elif btype in (6, 2):  # Enhanced Packet Block, obsolete Packet Block
@@ -482,3 +565,122 @@ def _tcp(
     payload = data[p + hlen : end]
     wire_len = max(wire_end - p - hlen, len(payload)) if snapped else len(payload)
     return Packet(rec.t_ns, src, sport, dst, dport, seq, ack, flags, payload, snapped, wire_len)
+
+
+def parse_capture_arg(arg: str) -> tuple[Path, int]:
+    """"FILE" or "FILE@OFFSET_MS" (a command-line capture argument) -> (path, offset ns).
+
+    Raises VimprofError when the offset is not a number.
+    """
+    path, sep, off = arg.rpartition("@")
+    if not sep or Path(arg).exists():
+        return Path(arg), 0
+    try:
+        return Path(path), int(round(float(off) * 1e6))
+    except ValueError as e:
+        raise VimprofError(
+            f"bad capture argument {arg!r}: expected FILE or FILE@OFFSET_MS (e.g. b.pcap@-3.5)"
+        ) from e
+
+
+def _chain1(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
+    yield first
+    yield from rest
+
+
+def _source(src: CaptureSource) -> tuple[Path, int]:
+    if isinstance(src, tuple):
+        path, offset = src
+        return Path(path), int(offset)
+    return Path(src), 0
+
+
+class MergedReader:
+    """TCP segments of several captures merged by (corrected) capture time.
+
+    `sources`: paths, or (path, offset_ns) pairs; `offset_ns` is added to every timestamp of
+    that file (a capture host whose clock is behind by 3 ms gets +3_000_000), so captures
+    from two hosts line up. Each file must be in time order itself (tcpdump writes it so).
+    A packet seen by two capture points appears twice; TCP reassembly drops the copy as a
+    retransmission. With one source this is a PcapReader (its errors raise as there). With
+    several, a file that cannot be read (missing, not a capture, unknown link type) becomes
+    a warning and the others are still read; VimprofError only if none can be read.
+    Counters as PcapReader (summed): records, packets, skipped, snapped; `truncated` if any
+    file is; `warnings`; `sources` the (path, offset_ns) pairs used.
+    """
+
+    def __init__(self, sources: Iterable[CaptureSource]):
+        self.sources = [_source(s) for s in sources]
+        if not self.sources:
+            raise VimprofError("no capture given; pass at least one pcap/pcapng file")
+        self.readers: list[tuple[PcapReader, int]] = []
+        self._warnings: list[str] = []
+        errors: list[str] = []
+        for path, offset in self.sources:
+            try:
+                self.readers.append((PcapReader(path), offset))
+            except VimprofError as e:
+                if len(self.sources) == 1:
+                    raise
+                errors.append(str(e))
+                self._warnings.append(f"{e} (file skipped; the other captures are used)")
+        if not self.readers:
+            raise VimprofError("no capture could be read: " + "; ".join(errors))
+
+    def __enter__(self) -> MergedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for r, _ in self.readers:
+            r.close()
+
+    def _one(self, reader: PcapReader, offset: int) -> Iterator[Packet]:
+        try:
+            if offset:
+                for pkt in reader:
+                    yield pkt._replace(t_ns=pkt.t_ns + offset)
+            else:
+                yield from reader
+        except VimprofError as e:
+            if len(self.readers) == 1:
+                raise
+            self._warnings.append(f"{e} (rest of that file skipped)")
+
+    def __iter__(self) -> Iterator[Packet]:
+        if len(self.readers) == 1:
+            return self._one(*self.readers[0])
+        return heapq.merge(*(self._one(r, o) for r, o in self.readers), key=_t_ns)
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(r, name) for r, _ in self.readers)
+
+    @property
+    def records(self) -> int:
+        return self._sum("records")
+
+    @property
+    def packets(self) -> int:
+        return self._sum("packets")
+
+    @property
+    def skipped(self) -> int:
+        return self._sum("skipped")
+
+    @property
+    def snapped(self) -> int:
+        return self._sum("snapped")
+
+    @property
+    def truncated(self) -> bool:
+        return any(r.truncated for r, _ in self.readers)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._warnings + [w for r, _ in self.readers for w in r.warnings]
+
+
+def _t_ns(pkt: Packet) -> int:
+    return pkt.t_ns

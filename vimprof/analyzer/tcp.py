@@ -10,7 +10,7 @@ the `factory` for a `StreamHandler`, then calls on it:
   were never captured; the bytes delivered next follow the hole, so the decoder must resync
   or drop what it was parsing;
 - `close(t_ns, reason)`: once, when the connection ends ("fin", "rst", "end of capture",
-  "reused").
+  "reused", "idle": no packet for `idle_timeout_ns`, see `expire`).
 
 direction 0 = client to server, 1 = server to client. The client is the side that sent the SYN;
 when the capture starts mid-connection (no SYN), the side whose port is in `server_ports` is
@@ -101,12 +101,29 @@ class _Conn:
         self.closed = False
 
 
+class _Closed:
+    def data(self, direction: int, t_ns: int, data: bytes) -> None:
+        pass
+
+    def gap(self, direction: int, t_ns: int, missing: int) -> None:
+        pass
+
+    def close(self, t_ns: int, reason: str) -> None:
+        pass
+
+
+_CLOSED = _Closed()
+
+
 class TcpReassembler:
     """Reassemble TCP connections; see the module docstring for the callbacks.
 
     `factory(conn)` returns the handler of a new connection, or None to ignore it (its
     packets are then dropped cheaply). `server_ports` helps orient connections whose SYN is
-    not in the capture. Counters: `connections`, `gaps`, `retransmitted_bytes`.
+    not in the capture. Counters: `connections` (all seen), `vim_connections` (with a
+    handler), `gaps`, `retransmitted_bytes`; `all_connections` lists the handled ones'
+    `Connection` records unless `keep_connections` is false (long captures). A closed
+    connection keeps only a tombstone (its handler is released).
     """
 
     def __init__(
@@ -114,6 +131,8 @@ class TcpReassembler:
         factory: Callable[[Connection], StreamHandler | None],
         server_ports: Iterable[int] = (),
         max_buffered: int = 4 * 1024 * 1024,
+        keep_connections: bool = True,
+        idle_timeout_ns: int = 600 * 1_000_000_000,
     ):
         self.factory = factory
         self.server_ports = frozenset(server_ports)
@@ -122,7 +141,11 @@ class TcpReassembler:
         self.connections = 0
         self.gaps = 0
         self.retransmitted_bytes = 0
-        self.all_connections: list[Connection] = []
+        self.idle_timeout_ns = idle_timeout_ns
+        self.expired = 0
+        self.vim_connections = 0  # connections a handler was made for
+        self.keep_connections = keep_connections
+        self.all_connections: list[Connection] = []  # only with keep_connections
 
     # -- public ----------------------------------------------------------------------------
 
@@ -133,6 +156,31 @@ class TcpReassembler:
         key = fwd if fwd <= rev else rev
         conn = self._conns.get(key, False)
         flags = pkt.flags
+        if conn and not flags & 0x07 and not conn.closed:
+            # Fast path (most segments): the next in-order bytes, nothing buffered, no
+            # SYN/FIN/RST, whole payload. Same effect as the general path below.
+            info = conn.info
+            d = 0 if (pkt.src, pkt.sport) == info.client else 1
+            half = conn.halves[d]
+            payload = pkt.payload
+            if (
+                half.next is not None
+                and pkt.seq == half.next_raw
+                and not half.pending
+                and half.fin_at is None
+                and not half.finished
+                and pkt.wire_len == len(payload)
+            ):
+                info.packets += 1
+                info.t_last_ns = pkt.t_ns
+                if payload:
+                    n = len(payload)
+                    half.next += n
+                    half.next_raw = (half.next_raw + n) % MOD
+                    conn.handler.data(d, pkt.t_ns, payload)
+                if flags & ACK and not conn.closed and conn.halves[1 - d].pending:
+                    self._acked(conn, 1 - d, pkt.ack, pkt.t_ns)
+                return
         if conn is not False and conn is not None and flags & SYN:
             # A SYN on a known tuple: same handshake (retransmitted SYN/SYN-ACK) or port reuse.
             d = self._direction(conn, pkt)
@@ -181,6 +229,42 @@ class TcpReassembler:
                 self._flush(conn, dd, pkt.t_ns)
             self._close(conn, pkt.t_ns, "rst")
 
+    def add_ack(self, pkt: Packet) -> None:
+        """Process a pure ACK (no payload, flags exactly ACK): `add`'s result, faster."""
+        fwd = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        rev = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        conn = self._conns.get(fwd if fwd <= rev else rev)
+        if conn is None or conn.closed:
+            return  # ignored or closed (an unknown tuple opens on its first data segment)
+        info = conn.info
+        info.packets += 1
+        info.t_last_ns = pkt.t_ns
+        d = 0 if (pkt.src, pkt.sport) == info.client else 1
+        if conn.halves[1 - d].pending:
+            self._acked(conn, 1 - d, pkt.ack, pkt.t_ns)
+
+    def expire(self, now_ns: int) -> int:
+        """Close (reason "idle") and forget connections without a packet for more than
+        `idle_timeout_ns` before `now_ns` (capture time); forget old tombstones too. A later
+        packet of such a tuple opens a new connection joined midway. Returns how many.
+
+        Keeps memory bounded on long captures. The default, 10 minutes, is above Nomad's
+        longest blocking query (5 min + jitter); the caller decides how often to call it.
+        """
+        limit = now_ns - self.idle_timeout_ns
+        dead = [
+            k for k, c in self._conns.items() if c is not None and c.info.t_last_ns < limit
+        ]
+        for key in dead:
+            conn = self._conns.pop(key)
+            assert conn is not None
+            if not conn.closed:
+                for d in (0, 1):
+                    self._flush(conn, d, now_ns)
+                self._close(conn, now_ns, "idle")
+                self.expired += 1
+        return len(dead)
+
     def finish(self, t_ns: int | None = None) -> None:
         """End of capture: declare the remaining holes as gaps and close every connection."""
         for conn in list(self._conns.values()):
@@ -211,7 +295,9 @@ class TcpReassembler:
         if handler is None:
             self._conns[key] = None
             return None
-        self.all_connections.append(info)
+        self.vim_connections += 1
+        if self.keep_connections:
+            self.all_connections.append(info)
         conn = _Conn(info, handler)
         self._conns[key] = conn
         return conn
@@ -367,3 +453,7 @@ class TcpReassembler:
             return
         conn.closed = True
         conn.handler.close(t_ns, reason)
+        # keep a light tombstone (late retransmissions are dropped, a SYN opens anew)
+        conn.handler = _CLOSED
+        for h in conn.halves:
+            h.pending.clear()
