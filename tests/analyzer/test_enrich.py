@@ -101,6 +101,20 @@ def test_download_artifact_from_vim_events(tmp_path):
         "from": "Task event Downloading Artifacts", "to": "Task event Started",
         "source": "vim",
     }
+    # With the driver's hooks, the download ends where StartTask begins: the phase must not
+    # enclose the driver breakdown.
+    init = setup["t_ns"] + 30 * MS
+    _write(run.file(rundir.HOOKS), [
+        {"alloc_id": A0, "task": "micro-vnf", "hook": "init_environment", "t_ns": init,
+         "end_ns": init + 2 * MS},
+        {"alloc_id": A0, "task": "micro-vnf", "hook": "spawn", "t_ns": init + 2 * MS,
+         "end_ns": started["t_ns"] - MS},
+    ])
+    tl = next(t for t in analyze_run(run).timelines if t["instance"] == A0)
+    dl = tl["phases"]["download_artifact"]
+    assert (dl["start_ns"], dl["end_ns"], dl["to"], dl["source"]) == (
+        setup["t_ns"] + 10 * MS, init, "init_environment start", "vim+hook")
+    assert dl["end_ns"] <= tl["phases"]["spawn"]["start_ns"]
 
 
 def test_crosschecks_pass_on_the_lab_and_flag_a_disagreement(tmp_path):

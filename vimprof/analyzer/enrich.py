@@ -185,7 +185,16 @@ def merge_vim_events(
 
 
 def _download_artifact(tl: dict[str, Any]) -> None:
-    """download_artifact = "Downloading Artifacts" -> the next task event of the same task."""
+    """download_artifact = "Downloading Artifacts" -> the next task event of the same task, or
+    the driver's init_environment start (StartTask entry) when a hook says it came earlier.
+
+    Nomad emits no event when the artifact hook ends, and a driver's own task events arrive
+    only after StartTask (client/allocrunner/taskrunner/task_runner.go runs the prestart hooks,
+    artifacts among them, then the driver): without the hook bound the phase would enclose
+    the whole driver breakdown. Run after merge_hooks.
+    """
+    starts = [e for e in tl["events"] if e["source"] == "hook"
+              and e["name"] == "init_environment start"]
     for source in ("vim", "capture"):
         per_task: dict[str, list[dict[str, Any]]] = {}
         for e in tl["events"]:
@@ -194,9 +203,13 @@ def _download_artifact(tl: dict[str, Any]) -> None:
         for evs in per_task.values():
             for i, e in enumerate(evs):
                 if e["name"] == TASK_PREFIX + DOWNLOAD and i + 1 < len(evs):
-                    nxt = evs[i + 1]
+                    end = evs[i + 1]
+                    end_source = source
+                    later = [h for h in starts if e["t_ns"] <= h["t_ns"] < end["t_ns"]]
+                    if later:
+                        end, end_source = later[0], f"{source}+hook"
                     tl["phases"]["download_artifact"] = _phase(
-                        e["t_ns"], nxt["t_ns"], e["name"], nxt["name"], source
+                        e["t_ns"], end["t_ns"], e["name"], end["name"], end_source
                     )
                     return
 
