@@ -1,0 +1,289 @@
+"""A Nova capture campaign: N sequential server boots, recorded into a run directory.
+
+Mirrors vimprof.campaign (Nomad): the pusher (vimprof.pushers.nova) fires the requests
+(requests.jsonl, one line per server), tcpdump records the OpenStack traffic in the lab's
+namespace (capture.pcap: nova-api 8774, keystone 5000, glance 9292, placement 8778, neutron
+9696, AMQP 5672; MariaDB is left out), Nova's instance actions go to vim-events.jsonl, and the
+hook lines vimprof's Nova driver appends to its hooks file are collected for the campaign's own
+servers into hooks.jsonl. manifest.json records versions, the variant and the capture point.
+
+Variants: "stock" boots the raw root image with kernel_id (Nova's own spawn path, timed by the
+driver's hooks); "tuned" boots the diskless image (vimprof_diskless=true) through vimprof's
+driver in tuned mode. Both need the lab's compute_driver vimprof_diskless for hooks.
+
+Ctrl-C: the in-flight server is deleted, the capture closed, the manifest says interrupted.
+A server ending in ERROR is recorded with Nova's fault message and the campaign goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import vimprof
+from vimprof import rundir
+from vimprof.capture import Capture
+from vimprof.errors import VimprofError
+from vimprof.pushers.nova import SERVER_PREFIX, NovaPusher, ServerSpec
+from vimprof.rundir import RunDir, now_ns
+
+NOVA_PORTS = (8774, 5000, 9292, 8778, 9696, 5672)
+CAPTURE_FILTER = " or ".join(f"tcp port {p}" for p in NOVA_PORTS)
+VARIANTS = ("stock", "tuned")
+
+
+@dataclass(frozen=True)
+class NovaTarget:
+    """Where the campaign sends requests and captures.
+
+    cloud: openstack.connect() keyword arguments (the lab's admin) or {"cloud": NAME} for a
+    clouds.yaml entry. hooks_file: the driver's hooks file on this machine (None: no hooks).
+    """
+
+    cloud: dict[str, Any]
+    image_id: str
+    flavor_id: str
+    variant: str
+    capture_iface: str | None
+    capture_netns: str | None
+    capture_filter: str = CAPTURE_FILTER
+    hooks_file: str | None = None
+    lab: bool = False
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NovaCampaignSpec:
+    """What to run: `runs` boots polled every `poll_ms` ms, each failing after `timeout_s`;
+    the first `warmup_runs` are recorded but left out of reports (the first boot after
+    bring-up fills Nova's image cache)."""
+
+    label: str
+    runs: int
+    poll_ms: float = 50.0
+    timeout_s: float = 120.0
+    warmup_runs: int = 0
+
+
+class HooksCollector:
+    """Reads the driver's hooks file from where it ended at construction; hands out the lines
+    of given instances, each once. Lines get an "instance" key (= instance_uuid) for the
+    analyzer (vimprof/analyzer/enrich.py)."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.offset = self.path.stat().st_size if self.path and self.path.exists() else 0
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+
+    def take(self, uuids: set[str]) -> list[dict[str, Any]]:
+        if self.path is None:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("instance_uuid"), str):
+                rec["instance"] = rec["instance_uuid"]
+                self.pending.setdefault(rec["instance_uuid"], []).append(rec)
+        out: list[dict[str, Any]] = []
+        for u in sorted(uuids & self.pending.keys()):
+            out.extend(self.pending.pop(u))
+        return out
+
+
+def connect(cloud: dict[str, Any]):
+    """An openstack.connection.Connection; VimprofError when openstacksdk is missing."""
+    try:
+        import openstack
+    except ImportError:
+        raise VimprofError("openstacksdk is missing: pip install -e '.[nova]'") from None
+    try:
+        return openstack.connect(**cloud)
+    except Exception as exc:  # noqa: BLE001 - openstack.config errors: bad cloud name ...
+        raise VimprofError(f"cannot configure the cloud ({type(exc).__name__}: {exc}); check "
+                           "--os-cloud and clouds.yaml") from None
+
+
+def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
+                 console: Console) -> int:
+    """Run the campaign into `run`; returns the number of failed runs.
+
+    Raises VimprofError when the cloud is unreachable, refuses the credentials or lacks the
+    image/flavor (before the first request), or the capture cannot start; KeyboardInterrupt
+    after deleting the in-flight server.
+    """
+    conn = connect(target.cloud)
+    pusher = NovaPusher(conn)
+    server = ServerSpec(image_id=target.image_id, flavor_id=target.flavor_id,
+                        poll_s=spec.poll_ms / 1000.0, timeout_s=spec.timeout_s)
+    facts = pusher.check(server)
+    leftovers = pusher.leftovers()
+    for sid in leftovers:
+        pusher.purge(sid)
+    if leftovers:
+        console.print(f"deleted {len(leftovers)} server(s) left by an earlier campaign")
+
+    campaign_id = secrets.token_hex(3)
+    run.update_manifest(
+        vimprof_version=vimprof.__version__,
+        label=spec.label,
+        campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
+                  "variant": target.variant, "poll_ms": spec.poll_ms,
+                  "timeout_s": spec.timeout_s, "warmup_runs": spec.warmup_runs,
+                  "image_id": target.image_id, "flavor_id": target.flavor_id,
+                  "networks": "none", "microversion": pusher.mv},
+        vim={"name": "nova", "version": target.facts.get("nova_version", "unknown"),
+             "max_microversion": facts["compute_version"], "auth_url": facts["auth_url"],
+             "compute_url": facts["compute_url"], "lab": target.lab},
+        hypervisor={"name": "libvirt/qemu", "virt_type": target.facts.get("virt_type"),
+                    "compute_driver": target.facts.get("compute_driver"),
+                    "driver_variant": target.variant},
+        hosts={"pusher": platform.node(), "capture": {"iface": target.capture_iface,
+                                                       "netns": target.capture_netns,
+                                                       "filter": target.capture_filter}},
+        clock="one machine, one clock: capture, client, hook and VIM times are directly "
+              "comparable (instance action times have second resolution)"
+        if target.lab else "capture and VIM clocks may differ: check NTP on every host",
+        start_ns=now_ns(),
+    )
+    hooks = HooksCollector(target.hooks_file)
+    capture = None
+    if target.capture_iface:
+        capture = Capture(run.file(rundir.CAPTURE), target.capture_iface,
+                          target.capture_filter, netns=target.capture_netns).start()
+    failures = 0
+    interrupted = False
+    servers: set[str] = set()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
+    try:
+        with run.writer(rundir.REQUESTS) as requests_out, \
+                run.writer(rundir.VIM_EVENTS) as events_out, \
+                run.writer(rundir.HOOKS) as hooks_out, \
+                Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(spec.label, total=spec.runs, last="")
+            try:
+                for i in range(spec.runs):
+                    name = f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+                    rec = pusher.run_once(i, name, server)
+                    line = rec.as_json()
+                    line["variant"] = target.variant
+                    line["warmup"] = i < spec.warmup_runs
+                    requests_out.write(line)
+                    for ev in rec.actions:
+                        events_out.write({**ev, "vim": "nova", "server_id": rec.server_id})
+                    if rec.server_id:
+                        servers.add(rec.server_id)
+                    for h in hooks.take(servers):
+                        hooks_out.write(h)
+                    failures += not rec.ok
+                    last = (f"ACTIVE after {line['active_ms']:.0f} ms" if rec.ok
+                            else f"[red]failed: {rec.error}")
+                    progress.update(task, advance=1, last=last)
+            finally:
+                for h in hooks.take(servers):
+                    hooks_out.write(h)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if capture:
+            capture.stop()
+        run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures,
+                            capture_stats=capture.stats if capture else None)
+        conn.close()
+    if interrupted:
+        console.print(f"[yellow]interrupted: in-flight server deleted; partial run kept in "
+                      f"{run.path}")
+        raise KeyboardInterrupt
+    return failures
+
+
+def lab_target(variant: str, accelerator: str, console: Console) -> NovaTarget:
+    """The embedded Nova lab (vimprof.lab.nova) as a target, brought up when not running."""
+    from vimprof.lab import nova as lab
+
+    if variant not in VARIANTS:
+        raise VimprofError(f"--nova-driver must be one of {', '.join(VARIANTS)}")
+    state = lab.current()
+    if state is None:
+        console.print("bringing the Nova lab up (netns hostn; about a minute, more on a busy "
+                      "machine) ...")
+        state = lab.up(accelerator=accelerator)
+    image = state.image_ids["diskless" if variant == "tuned" else "stock"]
+    if variant == "tuned" and state.compute_driver != lab.DRIVERS["vimprof"]:
+        raise VimprofError("--nova-driver tuned needs the lab's compute driver vimprof: "
+                           "`vimprof lab down nova && vimprof lab up nova`")
+    return NovaTarget(
+        cloud=state.cloud(), image_id=image, flavor_id=state.flavor_id, variant=variant,
+        capture_iface=state.capture_iface, capture_netns=state.capture_netns,
+        capture_filter=CAPTURE_FILTER, hooks_file=state.hooks_file, lab=True,
+        facts={"nova_version": state.nova_version, "virt_type": state.virt_type,
+               "compute_driver": state.compute_driver, "accelerator": state.accelerator})
+
+
+def remote_target(cloud: str, image: str | None, flavor: str | None, variant: str,
+                  iface: str | None, hooks_file: str | None) -> NovaTarget:
+    """An existing cloud from clouds.yaml (`cloud`); image and flavor are ids or names."""
+    if not image or not flavor:
+        raise VimprofError("--os-cloud needs --image and --flavor (ids or names)")
+    conn = connect({"cloud": cloud})
+    try:
+        img = conn.image.find_image(image)
+        flv = conn.compute.find_flavor(flavor)
+    except Exception as exc:  # noqa: BLE001 - keystoneauth errors: unreachable, 401 ...
+        raise VimprofError(f"cloud {cloud!r}: {type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    if img is None:
+        raise VimprofError(f"image {image!r} not found in Glance of cloud {cloud!r}")
+    if flv is None:
+        raise VimprofError(f"flavor {flavor!r} not found in Nova of cloud {cloud!r}")
+    return NovaTarget(cloud={"cloud": cloud}, image_id=img.id, flavor_id=flv.id,
+                      variant=variant, capture_iface=iface, capture_netns=None,
+                      hooks_file=hooks_file, lab=False)
+
+
+def cli_capture(console: Console, *, runs: int, label: str, runs_dir: Path, force: bool,
+                variant: str, accel: str, os_cloud: str | None, image: str | None,
+                flavor: str | None, capture_iface: str | None, poll_ms: float,
+                timeout_s: float, warmup_runs: int) -> tuple[RunDir, NovaTarget]:
+    """`vimprof capture --vim nova`: pick the target (lab or --os-cloud), run the campaign.
+
+    Returns the run directory and the target (the CLI analyzes when it captured).
+    """
+    if os_cloud:
+        target = remote_target(os_cloud, image, flavor, variant, capture_iface, None)
+    else:
+        if image or flavor or capture_iface:
+            raise VimprofError("--image, --flavor and --capture-iface apply with --os-cloud; "
+                               "the lab uses its own")
+        target = lab_target(variant, accel, console)
+    if warmup_runs >= runs:
+        raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
+    run = rundir.RunDir.create(label, runs_dir, force=force)
+    spec = NovaCampaignSpec(label=label, runs=runs, poll_ms=poll_ms, timeout_s=timeout_s,
+                            warmup_runs=warmup_runs)
+    console.print(f"campaign [bold]{label}[/]: {runs} server boot(s) against Nova "
+                  f"({variant}, image {target.image_id[:8]}, flavor {target.flavor_id}, "
+                  f"polling every {poll_ms:g} ms)")
+    failures = run_campaign(spec, target, run, console)
+    if failures:
+        console.print(f"[yellow]{failures} of {runs} run(s) failed; see "
+                      f"{run.file(rundir.REQUESTS)}")
+    return run, target
