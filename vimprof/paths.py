@@ -44,6 +44,31 @@ def testvnf_kernel() -> Path:
     return k
 
 
+def driver_plugin() -> Path:
+    """The micro-VNF task driver plugin (file name nomad-driver-xen, driver name "xen").
+
+    Built by patches/nomad-xen/build.sh (called by scripts/setup) and linked at
+    <cache>/bin/nomad-driver-xen; a Nomad agent loads it from a plugin_dir holding that file
+    name. Raises VimprofError when it is missing.
+    """
+    p = cache_root() / "bin" / "nomad-driver-xen"
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        raise VimprofError(f"no Nomad driver plugin at {p}: run scripts/setup")
+    return p
+
+
+def nomad_reactive_binary() -> Path:
+    """Nomad v1.11.3 with patches/nomad-xen/nomad-reactive.patch (allocation status sent at once).
+
+    Built by patches/nomad-xen/build.sh (called by scripts/setup), linked at
+    <cache>/bin/nomad-reactive. Raises VimprofError when it is missing.
+    """
+    p = cache_root() / "bin" / "nomad-reactive"
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        raise VimprofError(f"no reactive Nomad binary at {p}: run scripts/setup")
+    return p
+
+
 def lab_root() -> Path:
     """Root of lab state (configs, data dirs, logs, pid files): $VIMPROF_LAB_DIR or /tmp/vimprof.
 
