@@ -42,6 +42,9 @@ class Target:
     driver_variant: str | None = None  # lab only: the xen plugin's variant, None: not installed
     hooks_file: str | None = None  # where the xen plugin writes its hooks (lab only)
     artifact_url: str | None = None  # base URL the stock driver downloads the kernel from
+    backend: str = "qemu"  # the xen plugin's backend: "xl" is Nomad on Xen (lab.nomad_xen)
+    ready_line: str | None = "vimprof-testvnf: ready"  # xen: None, spawn ends at the domain
+    xenstored_socket: str | None = None  # xl: the Xen lab's xenstored (DomainWatcher)
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,13 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         raise VimprofError(f"the lab's driver plugin runs {target.driver_variant or 'nowhere'}, "
                            f"not {spec.driver}: bring the lab up with that variant")
     artifact = f"{target.artifact_url}/{Path(target.kernel).name}" if target.artifact_url else None
+    xl = xen and target.backend == "xl"
+    if target.backend == "xl" and not xen:
+        raise VimprofError("the xl backend is the xen driver plugin's: use --driver xen-stock "
+                           "or xen-tuned")
     guest = GuestSpec(kernel=target.kernel, accelerator=target.accelerator,
-                      memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact)
+                      memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact,
+                      backend=target.backend if xen else "qemu", ready_line=target.ready_line)
     hooks = HooksTail(target.hooks_file) if xen and target.hooks_file else None
     run.update_manifest(
         vimprof_version=vimprof.__version__,
@@ -93,8 +101,10 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         vim={"name": "nomad", "version": version, "addr": target.nomad_addr, "lab": target.lab,
              "variant": target.nomad_variant},
         driver={"name": "qemu" if not xen else "xen", "variant": spec.driver.removeprefix("xen-")
-                if xen else "builtin", "backend": "qemu"},
-        hypervisor={"name": "qemu", "accelerator": target.accelerator, "kernel": target.kernel},
+                if xen else "builtin", "backend": target.backend if xen else "qemu"},
+        hypervisor={"name": "xen", "lab": "vimprof.lab.xen (Xen 4.17 in QEMU/TCG)",
+                    "kernel": target.kernel} if xl else
+        {"name": "qemu", "accelerator": target.accelerator, "kernel": target.kernel},
         hosts={"pusher": platform.node(), "capture": {"iface": target.capture_iface,
                                                        "netns": target.capture_netns,
                                                        "filter": target.capture_filter}},
@@ -109,6 +119,11 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                           target.capture_filter, netns=target.capture_netns).start()
     failures = 0
     interrupted = False
+    xlrun = None
+    if xl:  # Nomad on Xen: XenStore watcher, dom0 clock, direct-xl floor, leak check
+        from vimprof.lab.nomad_xen import XLCampaign
+
+        xlrun = XLCampaign(target.xenstored_socket)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
     try:
@@ -119,8 +134,12 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
             task = progress.add_task(spec.label, total=spec.runs, last="")
             allocs: set[str] = set()
             try:
+                if xlrun:
+                    xlrun.start()
                 for i in range(spec.runs):
                     job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+                    if xlrun:
+                        xlrun.before_run(i)
                     rec = pusher.run_once(i, job_id, guest)
                     line = rec.as_json()
                     requests_out.write(line)
@@ -130,7 +149,10 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                         allocs.add(rec.alloc_id)
                         for h in hooks.take(rec.alloc_id):
                             hooks_out.write(h)
-                    if spec.floor:
+                    if xlrun:
+                        for h in xlrun.after_run(i, rec.alloc_id, floor=spec.floor):
+                            hooks_out.write(h)
+                    elif spec.floor:
                         hooks_out.write(floor_probe(Path(target.kernel), target.accelerator,
                                                     spec.memory_mb, i))
                     failures += not rec.ok
@@ -141,13 +163,17 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                 if hooks:  # lines the plugin wrote late, also when interrupted
                     for h in hooks.take_all(allocs):
                         hooks_out.write(h)
+                if xlrun:  # the watcher's last records; no domain left behind
+                    for h in xlrun.finish():
+                        hooks_out.write(h)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if capture:
             capture.stop()
         run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures,
-                            capture_stats=capture.stats if capture else None)
+                            capture_stats=capture.stats if capture else None,
+                            **({"xen": xlrun.summary()} if xlrun else {}))
     if interrupted:
         console.print(f"[yellow]interrupted: in-flight job purged; partial run kept in {run.path}")
         raise KeyboardInterrupt
@@ -155,11 +181,28 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
 
 
 def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",
-               driver: str = "qemu") -> Target:
+               driver: str = "qemu", backend: str = "qemu") -> Target:
     """The embedded Nomad lab as a target, brought up (or restarted with other variants) when
-    it does not run the wanted Nomad variant and driver plugin variant."""
+    it does not run the wanted Nomad variant and driver plugin variant. `backend` "xl" (with
+    a xen-* driver) is Nomad on Xen: the Nomad lab, the Xen lab and a client in dom0
+    (vimprof.lab.nomad_xen.up). Raises VimprofError when a lab cannot come up."""
     from vimprof.lab import nomad as lab
 
+    if backend == "xl":
+        if not driver.startswith("xen-"):
+            raise VimprofError("--backend xl needs --driver xen-stock or xen-tuned")
+        from vimprof.lab import nomad_xen
+
+        console.print(f"bringing Nomad on Xen up (Nomad {nomad_variant}, xen driver "
+                      f"{driver.removeprefix('xen-')}, xl backend) ...")
+        nx = nomad_xen.up(nomad_variant=nomad_variant, driver_variant=driver.removeprefix("xen-"),
+                          accelerator=accelerator)
+        return Target(nomad_addr=nx.http_addr, kernel=nx.kernel, accelerator="xen-pv",
+                      capture_iface="any", capture_netns=lab.SERVER_NS,
+                      capture_filter=lab.CAPTURE_FILTER, lab=True,
+                      nomad_variant=nx.nomad_variant, driver_variant=nx.driver_variant,
+                      hooks_file=nx.hooks_file, artifact_url=nx.artifact_url, backend="xl",
+                      ready_line=None, xenstored_socket=nx.xenstored_socket)
     driver_variant = driver.removeprefix("xen-") if driver.startswith("xen-") else None
     state = lab.current()
     if state is None or state.nomad_variant != nomad_variant or (

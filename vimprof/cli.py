@@ -31,7 +31,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--vim", type=click.Choice(["nomad"]), default="nomad", show_default=True)
+@click.option("--vim", type=click.Choice(["nomad", "nova"]), default="nomad", show_default=True)
 @click.option("--runs", "-n", type=click.IntRange(min=1), default=10, show_default=True,
               help="Sequential instantiations, each cleaned up before the next.")
 @click.option("--label", "-l", required=True, help="Name of the run directory (runs/LABEL).")
@@ -43,8 +43,9 @@ def cli() -> None:
               help="With --nomad-addr: the micro-VNF kernel path on the Nomad client.")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto",
               show_default=True, help="QEMU accelerator for the guests (auto: measured).")
-@click.option("--memory-mb", type=click.IntRange(min=128), default=128, show_default=True,
-              help="Guest memory (Nomad's qemu driver needs at least 128).")
+@click.option("--memory-mb", type=click.IntRange(min=4), default=None,
+              help="Guest memory [default: 128, Nomad's qemu driver's and the qemu backend's "
+                   "minimum; 32 with --backend xl, what the PV test guest needs].")
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds to wait for an allocation to run or stop before failing the run.")
 @click.option("--driver", type=click.Choice(["qemu", "xen-stock", "xen-tuned"]), default="qemu",
@@ -54,32 +55,62 @@ def cli() -> None:
 @click.option("--nomad", "nomad_variant", type=click.Choice(["stock", "tuned"]), default="stock",
               show_default=True,
               help="Lab only: Nomad as released, or the reactive build (no lazy notification).")
+@click.option("--backend", type=click.Choice(["qemu", "xl"]), default="qemu", show_default=True,
+              help="The xen driver's backend. xl: Nomad on Xen, the client with the plugin in "
+                   "the Xen lab's dom0 (brought up with the Nomad lab), PV guests via xl.")
 @click.option("--warmup", "warmup_runs", type=click.IntRange(min=0), default=0,
               show_default=True, help="First runs declared warm-up: recorded, left out of reports.")
 @click.option("--floor/--no-floor", default=None,
               help="After each run, boot the guest directly (no VIM) as the spawn floor "
                    "[default: on with the xen driver].")
+@click.option("--nova-driver", type=click.Choice(["stock", "tuned"]), default="stock",
+              show_default=True, help="nova: boot the raw root image with kernel_id (Nova's own "
+              "spawn) or the diskless image through vimprof's driver in tuned mode.")
+@click.option("--os-cloud", metavar="NAME",
+              help="nova: an existing cloud from clouds.yaml (default: the embedded lab).")
+@click.option("--image", metavar="ID|NAME", help="nova with --os-cloud: the image to boot.")
+@click.option("--flavor", metavar="ID|NAME", help="nova with --os-cloud: the flavor.")
+@click.option("--poll-ms", type=float, default=50.0, show_default=True,
+              help="nova: interval of the GET /servers/{id} polls.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
 @click.option("--no-analyze", is_flag=True, help="Skip `vimprof analyze` at the end.")
 @runs_dir_option
 def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_iface: str | None,
-            kernel: str | None, accel: str, memory_mb: int, timeout_s: float, driver: str,
+            kernel: str | None, accel: str, memory_mb: int | None, timeout_s: float, driver: str,
             nomad_variant: str, warmup_runs: int, floor: bool | None, force: bool,
-            no_analyze: bool, runs_dir: Path) -> None:
+            no_analyze: bool, runs_dir: Path, nova_driver: str = "stock",
+            os_cloud: str | None = None, image: str | None = None, flavor: str | None = None,
+            poll_ms: float = 50.0, backend: str = "qemu") -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
+    if memory_mb is None:
+        memory_mb = 32 if backend == "xl" else 128
+    if backend == "qemu" and memory_mb < 128:
+        raise VimprofError("--memory-mb must be at least 128 for QEMU guests")
+    if vim == "nova":
+        from vimprof import campaign_nova
+
+        nrun, ntarget = campaign_nova.cli_capture(
+            console, runs=runs, label=label, runs_dir=runs_dir, force=force,
+            variant=nova_driver, accel=accel, os_cloud=os_cloud, image=image, flavor=flavor,
+            capture_iface=capture_iface, poll_ms=poll_ms,
+            timeout_s=max(timeout_s, 120.0), warmup_runs=warmup_runs)
+        if not no_analyze and ntarget.capture_iface:
+            _analyze(nrun)
+        console.print(f"run directory: {nrun.path}")
+        return
     from vimprof import campaign
 
     if nomad_addr:
         if not kernel:
             raise VimprofError("--nomad-addr needs --kernel: the micro-VNF kernel on the client")
-        if driver != "qemu" or nomad_variant != "stock":
+        if driver != "qemu" or nomad_variant != "stock" or backend != "qemu":
             raise VimprofError("--driver xen-* and --nomad tuned need the embedded lab (the "
                                "plugin's hooks file and the Nomad build are set up by it)")
         target = campaign.remote_target(nomad_addr, kernel, accel, capture_iface)
     else:
         if capture_iface or kernel:
             raise VimprofError("--capture-iface and --kernel only apply with --nomad-addr")
-        target = campaign.lab_target(accel, console, nomad_variant, driver)
+        target = campaign.lab_target(accel, console, nomad_variant, driver, backend)
     if warmup_runs >= runs:
         raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
     run = rundir.RunDir.create(label, runs_dir, force=force)
@@ -100,16 +131,29 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
 
 @cli.command()
 @click.argument("run")
+@click.option("--capture", "captures", multiple=True, metavar="FILE[@OFFSET_MS]",
+              help="Another capture to merge by time (e.g. from the client host); @OFFSET_MS is "
+                   "added to its timestamps (its clock's lag). Repeatable.")
+@click.option("--hooks-offset-ms", type=float, default=0.0, show_default=True,
+              help="Added to hooks.jsonl times (the client host's clock lag).")
+@click.option("--tolerance-ms", type=float, default=50.0, show_default=True,
+              help="Cross-check tolerance between wire phases and the VIM's own timing.")
 @runs_dir_option
-def analyze(run: str, runs_dir: Path) -> None:
+def analyze(run: str, captures: tuple[str, ...], hooks_offset_ms: float, tolerance_ms: float,
+            runs_dir: Path) -> None:
     """Rebuild per-instance phase timelines of RUN (a directory or a label) from its capture."""
-    _analyze(rundir.RunDir.resolve(run, runs_dir))
+    from vimprof.analyzer.pcap import parse_capture_arg
+
+    _analyze(rundir.RunDir.resolve(run, runs_dir), [parse_capture_arg(c) for c in captures],
+             hooks_offset_ms, tolerance_ms)
 
 
-def _analyze(run: rundir.RunDir) -> None:
+def _analyze(run: rundir.RunDir, extra: list | None = None, hooks_offset_ms: float = 0.0,
+             tolerance_ms: float = 50.0) -> None:
     from vimprof.analyzer import analyze_run
 
-    result = analyze_run(run)
+    result = analyze_run(run, extra or [], hooks_offset_ns=int(hooks_offset_ms * 1e6),
+                         tolerance_ms=tolerance_ms)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"analyzed {run.file(rundir.CAPTURE)}: {result.summary()}")
@@ -119,21 +163,56 @@ def _analyze(run: rundir.RunDir) -> None:
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report directory (default: reports/A-vs-B).")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Significance level of the Mann-Whitney U test behind each verdict.")
+@click.option("--min-effect", "min_effect_pct", type=float, default=5.0, show_default=True,
+              metavar="PCT", help="Smallest change of a median (%) that earns a faster/slower "
+                                  "verdict; smaller significant changes print '~'.")
+@click.option("--fail-if-slower", "gates", multiple=True, metavar="PHASE:PCT",
+              help="Exit with status 1 if PHASE is significantly slower than the baseline by "
+                   "more than PCT% (repeatable), e.g. --fail-if-slower total:10.")
 @runs_dir_option
-def compare(runs: tuple[str, ...], out: Path | None, runs_dir: Path) -> None:
+def compare(runs: tuple[str, ...], out: Path | None, alpha: float, min_effect_pct: float,
+            gates: tuple[str, ...], runs_dir: Path) -> None:
     """Compare phases of two or more runs; the first is the baseline.
 
-    Writes a terminal table, report.md and a phase-breakdown chart.
+    Prints the verdict tables and writes report.md, report.html, summary.json, phases.csv,
+    trace.json (Perfetto) and the charts (PNG) into the report directory.
     """
-    from vimprof.report import write_report
+    from vimprof.report import Gate, write_report
 
     if len(runs) < 2:
         raise VimprofError("compare needs at least two runs, e.g. `vimprof compare stock tuned`")
+    parsed = [Gate.parse(g) for g in gates]
     dirs = [rundir.RunDir.resolve(r, runs_dir) for r in runs]
     out = out or Path("reports") / "-vs-".join(d.label for d in dirs)
     out.mkdir(parents=True, exist_ok=True)
-    write_report(dirs, out, console)
-    console.print(f"report: {out / 'report.md'}")
+    # the tables are laid out for 100 columns; a pipe or file gets 100, not rich's 80
+    tables = console if console.is_terminal else Console(width=100, highlight=False)
+    cmp = write_report(dirs, out, tables, alpha=alpha, min_effect=min_effect_pct / 100.0,
+                       gates=parsed)
+    console.print(f"report: {out / 'report.html'} (and report.md, summary.json, phases.csv, "
+                  "trace.json)")
+    if cmp.gate_messages:
+        for msg in cmp.gate_messages:
+            err_console.print(f"[red]vimprof: gate failed:[/] {msg}", soft_wrap=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Chart directory (default: reports/A-vs-B, or reports/A for one run).")
+@runs_dir_option
+def plot(runs: tuple[str, ...], out: Path | None, runs_dir: Path) -> None:
+    """Draw the charts (PNG) of one or more runs from their timelines; the first is the
+    baseline. No statistics tables: see `vimprof compare`."""
+    from vimprof.report import write_plots
+
+    dirs = [rundir.RunDir.resolve(r, runs_dir) for r in runs]
+    out = out or Path("reports") / "-vs-".join(d.label for d in dirs)
+    for name in write_plots(dirs, out).values():
+        console.print(f"chart: {out / name}")
 
 
 @cli.group()
@@ -142,7 +221,7 @@ def lab() -> None:
 
 
 @lab.command("up")
-@click.argument("vim", type=click.Choice(["nomad"]))
+@click.argument("vim", type=click.Choice(["nomad", "nova", "xen"]))
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto",
               show_default=True, help="Default QEMU accelerator of the lab (auto: measured).")
 @click.option("--nomad", "nomad_variant", type=click.Choice(["stock", "tuned"]), default="stock",
@@ -150,10 +229,45 @@ def lab() -> None:
 @click.option("--driver", "driver_variant", type=click.Choice(["stock", "tuned"]),
               default="stock", show_default=True,
               help="Variant of the micro-VNF driver plugin (xen) the client loads.")
-def lab_up(vim: str, accel: str, nomad_variant: str, driver_variant: str) -> None:
-    """Start a Nomad server (netns hostc) and client (netns hostl) joined by a veth pair."""
+@click.option("--nova-driver", type=click.Choice(["vimprof", "libvirt"]), default="vimprof",
+              show_default=True, help="nova: compute_driver, vimprof's diskless LibvirtDriver "
+              "subclass (stock images boot as in Nova) or Nova's own LibvirtDriver.")
+@click.option("--hypervisor", type=click.Choice(["qemu", "xen"]), default="qemu",
+              show_default=True, help="nomad: xen adds the Xen lab and a Nomad client in its "
+              "dom0 with the driver plugin's xl backend (Nomad on Xen).")
+def lab_up(vim: str, accel: str, nomad_variant: str, driver_variant: str,
+           nova_driver: str, hypervisor: str = "qemu") -> None:
+    """Start a Nomad server (netns hostc) and client (netns hostl) joined by a veth pair, or
+    (nova) a single-node OpenStack in netns hostn, or (xen) Xen with a PV dom0 in QEMU (netns
+    hostx; the options do not apply to it)."""
+    if vim == "xen":
+        from vimprof.lab import xen as xen_lab
+
+        xs = xen_lab.up()
+        console.print(f"Xen lab up in {xs.boot_s:.1f} s: dom0 {xs.dom0_ip} (netns {xs.netns}), "
+                      f"xenstored {xs.xenstored_socket}, commands {xs.command_socket}; "
+                      f"state in {xs.lab_dir}")
+        return
+    if vim == "nova":
+        from vimprof.lab import nova as nova_lab
+
+        st = nova_lab.up(accelerator=accel, compute_driver=nova_driver)
+        console.print(f"Nova lab up: nova {st.nova_version}, Keystone {st.auth_url}, "
+                      f"libvirt virt_type {st.virt_type}, driver {st.compute_driver}; "
+                      f"state in {st.lab_dir}")
+        return
     from vimprof.lab import nomad as nomad_lab
 
+    if hypervisor == "xen":
+        from vimprof.lab import nomad_xen
+
+        nx = nomad_xen.up(nomad_variant=nomad_variant, driver_variant=driver_variant,
+                          accelerator=accel)
+        console.print(f"Nomad on Xen up: server API {nx.http_addr} (Nomad {nx.nomad_variant}), "
+                      f"client {nomad_xen.NODE_NAME} in dom0 with the xen driver "
+                      f"{nx.driver_variant} (xl backend), hooks {nx.hooks_file}; "
+                      "down: `vimprof lab down xen` and `vimprof lab down nomad`")
+        return
     state = nomad_lab.up(accelerator=accel, nomad_variant=nomad_variant,
                          driver_variant=driver_variant)
     plugin = (f"xen driver {state.driver_variant}" if state.driver_variant
@@ -164,22 +278,28 @@ def lab_up(vim: str, accel: str, nomad_variant: str, driver_variant: str) -> Non
 
 
 @lab.command("down")
-@click.argument("vim", type=click.Choice(["nomad"]))
+@click.argument("vim", type=click.Choice(["nomad", "nova", "xen"]))
 def lab_down(vim: str) -> None:
     """Stop the lab: agents, guests, namespaces. Leaves nothing behind."""
     from vimprof.lab import nomad as nomad_lab
+    from vimprof.lab import nova as nova_lab
+    from vimprof.lab import xen as xen_lab
 
-    for line in nomad_lab.down() or ["nothing was running"]:
+    labs = {"nova": nova_lab, "xen": xen_lab, "nomad": nomad_lab}
+    for line in labs[vim].down() or ["nothing was running"]:
         console.print(line)
 
 
 @lab.command("status")
-@click.argument("vim", type=click.Choice(["nomad"]))
+@click.argument("vim", type=click.Choice(["nomad", "nova", "xen"]))
 def lab_status(vim: str) -> None:
     """Show whether the lab runs, its leader, node and guests."""
     from vimprof.lab import nomad as nomad_lab
+    from vimprof.lab import nova as nova_lab
+    from vimprof.lab import xen as xen_lab
 
-    for key, value in nomad_lab.status().items():
+    labs = {"nova": nova_lab, "xen": xen_lab, "nomad": nomad_lab}
+    for key, value in labs[vim].status().items():
         console.print(f"{key:>15}: {value}")
 
 

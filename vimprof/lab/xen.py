@@ -368,6 +368,10 @@ def link_namespace(ns: str, routes: list[str] | tuple[str, ...] = (),
     dev = f"vx-{ns}"[:15]
     if ns in state.links:
         ns_ip, x_ip = state.links[ns]
+        if netns.ip("-n", ns, "link", "show", dev, check=False).returncode != 0:
+            # `ns` was recreated (e.g. the Nomad lab restarted): the veth went with it
+            netns.ip("-n", NETNS, "link", "del", dev, check=False)
+            netns.veth(ns, dev, f"{ns_ip}/30", NETNS, dev, f"{x_ip}/30")
     else:
         base = ipaddress.IPv4Address(LINK_BASE) + 4 * len(state.links)
         if base > ipaddress.IPv4Address("198.18.3.252"):

@@ -30,6 +30,7 @@ BLOCK_WAIT = "5s"
 
 
 DRIVERS = ("qemu", "xen-stock", "xen-tuned")
+BACKENDS = ("qemu", "xl")  # the xen plugin's backends
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,13 @@ class GuestSpec:
 
     `driver`: "qemu" is Nomad's built-in qemu driver (kernel path on the client, through
     `args`); "xen-stock" and "xen-tuned" are vimprof's micro-VNF driver plugin (driver name
-    `xen`, patches/nomad-xen/) with its qemu backend. xen-stock ships the kernel through Nomad's
-    `artifact` stanza from `artifact_url` (Ventre et al. 2016, Sec. V-B: the stock XenDriver
-    downloads image and configuration); xen-tuned names the kernel file, which the plugin finds
-    in its allowlisted image directory. Which variant the plugin runs (executor and log
-    collection or direct spawn) is its agent configuration, set by the lab.
+    `xen`, patches/nomad-xen/) with its `backend` ("qemu", or "xl" on a Xen dom0 node: the
+    task then gets a constraint on the plugin's `driver.xen.xl` attribute). xen-stock ships
+    the kernel through Nomad's `artifact` stanza from `artifact_url` (Ventre et al. 2016,
+    Sec. V-B: the stock XenDriver downloads image and configuration); xen-tuned names the
+    kernel file, which the plugin finds in its allowlisted image directory. Which variant the
+    plugin runs (executor and log collection or direct spawn) is its agent configuration,
+    set by the lab.
     """
 
     kernel: str
@@ -52,6 +55,7 @@ class GuestSpec:
     driver: str = "qemu"
     artifact_url: str | None = None  # xen-stock: where the client downloads the kernel
     ready_line: str | None = "vimprof-testvnf: ready"  # xen: spawn ends when the guest says it
+    backend: str = "qemu"  # xen: the plugin's backend, "qemu" or "xl" (Nomad on Xen)
 
 
 @dataclass
@@ -106,11 +110,16 @@ def _task(guest: GuestSpec) -> dict[str, Any]:
     if guest.driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, not {guest.driver!r}")
     name = guest.kernel.rsplit("/", 1)[-1]
-    config: dict[str, Any] = {"backend": "qemu", "kernel": name}
+    if guest.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {guest.backend!r}")
+    config: dict[str, Any] = {"backend": guest.backend, "kernel": name}
     if guest.ready_line:
         config["ready_line"] = guest.ready_line
     task["Driver"] = "xen"
     task["Config"] = config
+    if guest.backend == "xl":  # only a Xen dom0 node has the plugin's xl backend
+        task["Constraints"] = [{"LTarget": "${attr.driver.xen.xl}", "Operand": "=",
+                                "RTarget": "true"}]
     if guest.driver == "xen-stock":
         if not guest.artifact_url:
             raise ValueError("xen-stock needs artifact_url: the kernel comes as an artifact")
