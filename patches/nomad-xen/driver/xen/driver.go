@@ -505,6 +505,23 @@ func (d *Driver) startXL(cfg *drivers.TaskConfig, s *settings, p *prepared, ht *
 		}
 		time.Sleep(domainPoll)
 	}
+	// Under the executor `xl create -F` does not return: the domain id exists as soon as
+	// the domain does, but xl keeps it paused while it builds it (loads the kernel) and
+	// unpauses it at the end, which is where a plain `xl create` returns (tuned). Wait for
+	// that too, so both variants' spawn ends at the same point (tools/xl/xl_vmcontrol.c).
+	for stock && !paused {
+		out, err := exec.Command(bin, xlListArgs(bin, p.name)[1:]...).Output()
+		if st, perr := parseXLState(out, p.name); err == nil && perr == nil && !strings.Contains(st, "p") {
+			break
+		}
+		if h.exited() {
+			return fail(errors.New("xl create exited before the domain was built"))
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("domain not built within %s", s.readyTimeout))
+		}
+		time.Sleep(domainPoll)
+	}
 	if !stock {
 		go h.watchDomain(domainWatchIv)
 	}

@@ -96,6 +96,18 @@ func xlDomID(bin, name string) (int, error) {
 	return id, nil
 }
 
+// parseXLState returns the State column of name's row in `xl list <name>` output, e.g.
+// "-b----" (blocked) or "--p---" (paused: still being built by xl create).
+func parseXLState(out []byte, name string) (string, error) {
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[0] == name {
+			return f[4], nil
+		}
+	}
+	return "", fmt.Errorf("xl list: domain %s not listed", name)
+}
+
 // parseXLList reads `xl list <name>` output: memory (MiB) and cpu time (s) of the domain row.
 //
 //	Name                                        ID   Mem VCPUs      State   Time(s)
