@@ -43,10 +43,18 @@ def xen_lab_lock():
 
 
 @pytest.fixture(scope="session")
-def xen_lab(xen_lab_lock):
-    """A running Xen lab (vimprof.lab.xen.XenLabState), brought up once; down at the end."""
+def _xen_lab_session(xen_lab_lock):
+    """Takes the Xen lab down at the end of the session."""
     from vimprof.lab import xen
 
-    state = xen.up()
-    yield state
+    yield
     xen.down()
+
+
+@pytest.fixture
+def xen_lab(_xen_lab_session):
+    """A running Xen lab (vimprof.lab.xen.XenLabState): the one already up, else a new one
+    (a test before may have taken it down on purpose: failing boots, the tear-down check)."""
+    from vimprof.lab import xen
+
+    return xen.current() or xen.up()
