@@ -52,7 +52,8 @@ def test_xl_job_spec_targets_the_dom0_node_without_a_ready_line():
     assert task["Constraints"] == [{"LTarget": "${attr.driver.xen.xl}", "Operand": "=",
                                     "RTarget": "true"}]
     qemu = job_spec("j", GuestSpec(kernel="/k", driver="xen-tuned"))["TaskGroups"][0]
-    assert "Constraints" not in qemu["Tasks"][0]
+    assert qemu["Tasks"][0]["Constraints"] == [  # never on the dom0 node (no QEMU there)
+        {"LTarget": "${attr.driver.xen.qemu}", "Operand": "=", "RTarget": "true"}]
     with pytest.raises(ValueError, match="backend must be"):
         job_spec("j", GuestSpec(kernel="/k", driver="xen-tuned", backend="kvm"))
 

@@ -117,9 +117,10 @@ def _task(guest: GuestSpec) -> dict[str, Any]:
         config["ready_line"] = guest.ready_line
     task["Driver"] = "xen"
     task["Config"] = config
-    if guest.backend == "xl":  # only a Xen dom0 node has the plugin's xl backend
-        task["Constraints"] = [{"LTarget": "${attr.driver.xen.xl}", "Operand": "=",
-                                "RTarget": "true"}]
+    # Pin the task to a node where the plugin found the backend (fingerprint attributes
+    # driver.xen.xl / driver.xen.qemu): with Nomad on Xen up, both kinds of client exist.
+    task["Constraints"] = [{"LTarget": f"${{attr.driver.xen.{guest.backend}}}", "Operand": "=",
+                            "RTarget": "true"}]
     if guest.driver == "xen-stock":
         if not guest.artifact_url:
             raise ValueError("xen-stock needs artifact_url: the kernel comes as an artifact")
