@@ -62,6 +62,14 @@ class CampaignSpec:
     floor: bool = False
 
 
+def progress_bar(console: Console) -> Progress:
+    """A campaign's progress: label, bar, runs done of all, elapsed time, the last outcome
+    (task field `last`)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
+                    transient=False)
+
+
 def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Console) -> int:
     """Run the campaign into `run`; returns the number of failed runs.
 
@@ -124,13 +132,11 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         from vimprof.lab.nomad_xen import XLCampaign
 
         xlrun = XLCampaign(target.xenstored_socket)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
     try:
         with run.writer(rundir.REQUESTS) as requests_out, \
                 run.writer(rundir.VIM_EVENTS) as events_out, \
                 run.writer(rundir.HOOKS) as hooks_out, \
-                Progress(*columns, console=console, transient=False) as progress:
+                progress_bar(console) as progress:
             task = progress.add_task(spec.label, total=spec.runs, last="")
             allocs: set[str] = set()
             try:

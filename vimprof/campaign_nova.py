@@ -17,7 +17,6 @@ A server ending in ERROR is recorded with Nova's fault message and the campaign 
 
 from __future__ import annotations
 
-import json
 import platform
 import secrets
 from dataclasses import dataclass, field
@@ -25,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import vimprof
 from vimprof import rundir
+from vimprof.campaign import progress_bar
 from vimprof.capture import Capture
+from vimprof.drivers.hooks import HooksTail
 from vimprof.errors import VimprofError
 from vimprof.pushers.nova import SERVER_PREFIX, NovaPusher, ServerSpec
 from vimprof.rundir import RunDir, now_ns
@@ -72,39 +72,10 @@ class NovaCampaignSpec:
     warmup_runs: int = 0
 
 
-class HooksCollector:
-    """Reads the driver's hooks file from where it ended at construction; hands out the lines
-    of given instances, each once. Lines get an "instance" key (= instance_uuid) for the
-    analyzer (vimprof/analyzer/enrich.py)."""
-
-    def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-        self.offset = self.path.stat().st_size if self.path and self.path.exists() else 0
-        self.pending: dict[str, list[dict[str, Any]]] = {}
-
-    def take(self, uuids: set[str]) -> list[dict[str, Any]]:
-        if self.path is None:
-            return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("instance_uuid"), str):
-                rec["instance"] = rec["instance_uuid"]
-                self.pending.setdefault(rec["instance_uuid"], []).append(rec)
-        out: list[dict[str, Any]] = []
-        for u in sorted(uuids & self.pending.keys()):
-            out.extend(self.pending.pop(u))
-        return out
+def nova_hooks(path: str | None) -> HooksTail:
+    """The reader of the Nova driver's hooks file; records get "instance" (= instance_uuid)
+    for the analyzer (vimprof/analyzer/enrich.py)."""
+    return HooksTail(path, key="instance_uuid", alias="instance")
 
 
 def connect(cloud: dict[str, Any]):
@@ -162,7 +133,7 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
         start_ns=now_ns(),
     )
-    hooks = HooksCollector(target.hooks_file)
+    hooks = nova_hooks(target.hooks_file)
     capture = None
     if target.capture_iface:
         capture = Capture(run.file(rundir.CAPTURE), target.capture_iface,
@@ -170,13 +141,11 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
     failures = 0
     interrupted = False
     servers: set[str] = set()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
     try:
         with run.writer(rundir.REQUESTS) as requests_out, \
                 run.writer(rundir.VIM_EVENTS) as events_out, \
                 run.writer(rundir.HOOKS) as hooks_out, \
-                Progress(*columns, console=console, transient=False) as progress:
+                progress_bar(console) as progress:
             task = progress.add_task(spec.label, total=spec.runs, last="")
             try:
                 for i in range(spec.runs):
@@ -190,14 +159,14 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
                         events_out.write({**ev, "vim": "nova", "server_id": rec.server_id})
                     if rec.server_id:
                         servers.add(rec.server_id)
-                    for h in hooks.take(servers):
+                    for h in hooks.take_all(servers):
                         hooks_out.write(h)
                     failures += not rec.ok
                     last = (f"ACTIVE after {line['active_ms']:.0f} ms" if rec.ok
                             else f"[red]failed: {rec.error}")
                     progress.update(task, advance=1, last=last)
             finally:
-                for h in hooks.take(servers):
+                for h in hooks.take_all(servers):
                     hooks_out.write(h)
     except KeyboardInterrupt:
         interrupted = True

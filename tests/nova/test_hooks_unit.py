@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vimprof.campaign_nova import HooksCollector
+from vimprof.campaign_nova import nova_hooks
 from vimprof.drivers.nova import hooks
 
 
@@ -71,18 +71,18 @@ def test_concurrent_writers_never_interleave(tmp_path):
 def test_collector_hands_out_own_instances_once_and_skips_old_lines(tmp_path):
     f = tmp_path / "h.jsonl"
     hooks.record("spawn", "old", "stock", 1, 2, path=str(f))  # before the campaign
-    c = HooksCollector(str(f))
+    c = nova_hooks(str(f))
     hooks.record("spawn", "a", "stock", 3, 4, path=str(f))
     hooks.record("spawn", "b", "stock", 5, 6, path=str(f))
     with open(f, "a") as fh:
         fh.write('{"t_ns": 7, "hook": "spawn", "instance_uuid": "a"')  # being written
-    got = c.take({"a", "old"})
+    got = c.take_all({"a", "old"})
     assert [(r["instance_uuid"], r["instance"]) for r in got] == [("a", "a")]
-    assert c.take({"a"}) == []
+    assert c.take_all({"a"}) == []
     with open(f, "a") as fh:
         fh.write(', "end_ns": 8}\n')
-    assert [r["t_ns"] for r in c.take({"a", "b"})] == [7, 5]
+    assert [r["t_ns"] for r in c.take_all({"a", "b"})] == [7, 5]
 
 
 def test_collector_without_file():
-    assert HooksCollector(None).take({"x"}) == []
+    assert nova_hooks(None).take_all({"x"}) == []

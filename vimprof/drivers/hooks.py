@@ -26,19 +26,29 @@ from vimprof.lab import accel
 
 
 class HooksTail:
-    """Incremental reader of a plugin hooks file; lines are grouped by allocation id.
+    """Incremental reader of a driver's hooks file; lines are grouped by instance id.
 
-    Only complete lines are consumed (a line being written is read on the next call); lines
-    that are not JSON objects are counted in `bad_lines` and skipped.
+    `key` names the id field: "alloc_id" (the Nomad plugin) or "instance_uuid" (the Nova
+    driver kit, vimprof/drivers/nova/hooks.py); with `alias` each record also gets the id
+    under that name (the analyzer reads Nova hooks by "instance"). With no `path` (no hooks
+    file) nothing is ever handed out. Only complete lines are consumed (a line being written
+    is read on the next call); lines that are not JSON objects with the id are counted in
+    `bad_lines` and skipped.
     """
 
-    def __init__(self, path: Path | str, from_end: bool = True):
-        self.path = Path(path)
-        self.offset = self.path.stat().st_size if from_end and self.path.exists() else 0
+    def __init__(self, path: Path | str | None, from_end: bool = True, key: str = "alloc_id",
+                 alias: str | None = None):
+        self.path = Path(path) if path else None
+        self.offset = (self.path.stat().st_size
+                       if from_end and self.path and self.path.exists() else 0)
+        self.key = key
+        self.alias = alias
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.bad_lines = 0
 
     def _read(self) -> None:
+        if self.path is None:
+            return
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
@@ -53,21 +63,23 @@ class HooksTail:
             except ValueError:
                 self.bad_lines += 1
                 continue
-            if isinstance(rec, dict) and isinstance(rec.get("alloc_id"), str):
-                self.pending.setdefault(rec["alloc_id"], []).append(rec)
+            if isinstance(rec, dict) and isinstance(rec.get(self.key), str):
+                if self.alias:
+                    rec[self.alias] = rec[self.key]
+                self.pending.setdefault(rec[self.key], []).append(rec)
             else:
                 self.bad_lines += 1
 
-    def take(self, alloc_id: str | None) -> list[dict[str, Any]]:
-        """The hook records of `alloc_id` seen so far (each returned once), in file order."""
+    def take(self, instance: str | None) -> list[dict[str, Any]]:
+        """The hook records of `instance` seen so far (each returned once), in file order."""
         self._read()
-        return self.pending.pop(alloc_id, []) if alloc_id else []
+        return self.pending.pop(instance, []) if instance else []
 
-    def take_all(self, alloc_ids: set[str]) -> list[dict[str, Any]]:
-        """Every not yet returned record of the given allocations (a final sweep)."""
+    def take_all(self, instances: set[str]) -> list[dict[str, Any]]:
+        """Every not yet returned record of the given instances, sorted by id."""
         self._read()
         out: list[dict[str, Any]] = []
-        for a in sorted(alloc_ids & self.pending.keys()):
+        for a in sorted(instances & self.pending.keys()):
             out.extend(self.pending.pop(a))
         return out
 

@@ -33,6 +33,7 @@ import requests
 from vimprof import paths
 from vimprof.errors import VimprofError
 from vimprof.lab import netns
+from vimprof.lab.proc import alive, tail
 
 SERVER_NS = "hostc"
 CLIENT_NS = "hostl"
@@ -162,16 +163,6 @@ def _load_state() -> LabState | None:
     return LabState(**json.loads(p.read_text()))
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:  # kill(0, ...) would address our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _start_agent(ns: str, nomad: Path, config: Path, log: Path) -> int:
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
@@ -182,22 +173,6 @@ def _start_agent(ns: str, nomad: Path, config: Path, log: Path) -> int:
             start_new_session=True,  # Ctrl-C in the terminal must not kill the lab mid-campaign
         )
     return proc.pid
-
-
-def _reaped(pid: int) -> bool:
-    """Reap `pid` if it is our exited child (a zombie still answers kill(pid, 0))."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return done == pid
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _nomad_version(nomad: Path) -> str:
@@ -213,7 +188,7 @@ def _wait(state: LabState, what: str, ready, logs: Path, deadline: float) -> Non
     session = requests.Session()
     while time.monotonic() < deadline:
         for name, pid in (("server", state.server_pid), ("client", state.client_pid)):
-            if pid and (not _alive(pid) or _reaped(pid)):
+            if pid and not alive(pid):
                 raise VimprofError(f"the Nomad {name} exited while starting; "
                                    f"see {logs / (name + '.log')}")
         try:
@@ -263,7 +238,7 @@ def _plugin() -> Path | None:
     """The built micro-VNF driver plugin, or None when scripts/setup has not built it."""
     try:
         return paths.driver_plugin()
-    except (VimprofError, AttributeError):
+    except VimprofError:
         return None
 
 
@@ -298,7 +273,7 @@ def up(accelerator: str = "auto", nomad_variant: str = "stock",
     state = _load_state()
     same = state is not None and state.nomad_variant == nomad_variant and (
         plugin is None or state.driver_variant == driver_variant)
-    if same and _alive(state.server_pid) and _alive(state.client_pid):
+    if same and alive(state.server_pid) and alive(state.client_pid):
         return state
     if state or netns.exists(SERVER_NS) or netns.exists(CLIENT_NS):
         down()
@@ -363,7 +338,7 @@ def up(accelerator: str = "auto", nomad_variant: str = "stock",
               _node_ready(state.http_addr, drivers), logs, deadline)
     except BaseException as exc:
         detail = "\n".join(
-            f"--- {log.name} (last lines)\n{_tail(log)}" for log in sorted(logs.glob("*.log"))
+            f"--- {log.name} (last lines)\n{tail(log)}" for log in sorted(logs.glob("*.log"))
         )
         down()
         if isinstance(exc, VimprofError) and detail:
@@ -383,7 +358,7 @@ def _stop(pid: int, grace_s: float) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not _alive(pid):
+            if not alive(pid):
                 return
             time.sleep(0.05)
 
@@ -399,7 +374,7 @@ def down() -> list[str]:
     if state:
         for name, pid in (("nomad client", state.client_pid), ("nomad server", state.server_pid),
                           ("artifact server", state.artifact_pid)):
-            if pid and _alive(pid):
+            if pid and alive(pid):
                 _stop(pid, grace_s=10.0)
                 done.append(f"stopped {name} (pid {pid})")
     for ns in (CLIENT_NS, SERVER_NS):
@@ -432,8 +407,8 @@ def status() -> dict[str, object]:
         driver_plugin=state.driver_variant or "not built (run scripts/setup)",
         accelerator=state.accelerator,
         http_addr=state.http_addr,
-        server_alive=_alive(state.server_pid),
-        client_alive=_alive(state.client_pid),
+        server_alive=alive(state.server_pid),
+        client_alive=alive(state.client_pid),
     )
     try:
         info["leader"] = requests.get(f"{state.http_addr}/v1/status/leader", timeout=2).json()
@@ -449,7 +424,7 @@ def status() -> dict[str, object]:
 def current() -> LabState | None:
     """The running lab's state, or None when no healthy lab runs."""
     state = _load_state()
-    if state and _alive(state.server_pid) and _alive(state.client_pid):
+    if state and alive(state.server_pid) and alive(state.client_pid):
         return state
     return None
 

@@ -43,6 +43,7 @@ import requests
 from vimprof import paths
 from vimprof.errors import VimprofError
 from vimprof.lab import netns
+from vimprof.lab.proc import alive, tail
 
 NS = "hostn"
 IFACE = "vp-nova"
@@ -226,20 +227,6 @@ def _configs(d: Path, pw: str, virt_type: str, compute_driver: str) -> dict[str,
 
 # -- processes ----------------------------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
-
-
 def _spawn(name: str, cmd: list[str], logs: Path, env: dict[str, str] | None = None,
            user: str | None = None) -> int:
     """Start `cmd` in hostn, detached (own session), output to logs/<name>.log; its pid."""
@@ -301,21 +288,14 @@ def _tcp_ready(port: int, path: str | None = None) -> bool:
 def _wait(what: str, ready, state: LabState, logs: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         for name, pid in state.pids.items():
-            if not _alive(pid):
+            if not alive(pid):
                 raise VimprofError(f"{name} exited while the lab was starting; see "
-                                   f"{logs / (name + '.log')}:\n{_tail(logs / (name + '.log'))}")
+                                   f"{logs / (name + '.log')}:\n{tail(logs / (name + '.log'), 12)}")
         if ready():
             return
         time.sleep(0.2)
     raise VimprofError(f"the Nova lab did not become ready (waiting for: {what}) within "
                        f"{READY_TIMEOUT_S:.0f} s; see the logs in {logs}")
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _save(state: LabState) -> None:
@@ -661,7 +641,7 @@ def _stop(pid: int, grace_s: float = 10.0) -> None:
                 os.kill(pid, sig)
         end = time.monotonic() + wait
         while time.monotonic() < end:
-            if not _alive(pid):
+            if not alive(pid):
                 return
             time.sleep(0.05)
 
@@ -683,7 +663,7 @@ def down() -> list[str]:
     done: list[str] = []
     state = _load_state()
     pids = state.pids if state else {}
-    if pids.get("libvirtd") and _alive(pids["libvirtd"]):
+    if pids.get("libvirtd") and alive(pids["libvirtd"]):
         for dom in _guests():
             for verb in ("destroy", "undefine"):
                 subprocess.run(["virsh", "-c", "qemu:///system", verb, dom],
@@ -691,7 +671,7 @@ def down() -> list[str]:
             done.append(f"destroyed guest {dom}")
     for name in STOP_ORDER:
         pid = pids.get(name)
-        if pid and _alive(pid):
+        if pid and alive(pid):
             _stop(pid)
             done.append(f"stopped {name} (pid {pid})")
     left = netns.kill_all(NS)
@@ -721,7 +701,7 @@ def down() -> list[str]:
 def current() -> LabState | None:
     """The running lab's state, or None when it is not up (every service process alive)."""
     state = _load_state()
-    if state and state.image_ids and state.pids and all(_alive(p) for p in state.pids.values()):
+    if state and state.image_ids and state.pids and all(alive(p) for p in state.pids.values()):
         return state
     return None
 
@@ -739,7 +719,7 @@ def status() -> dict[str, object]:
     info.update(nova_version=state.nova_version, accelerator=state.accelerator,
                 virt_type=state.virt_type, compute_driver=state.compute_driver,
                 auth_url=state.auth_url,
-                processes={n: _alive(p) for n, p in state.pids.items()})
+                processes={n: alive(p) for n, p in state.pids.items()})
     try:
         conn = _connect(state)
         r = conn.compute.get("/os-services", raise_exc=False)

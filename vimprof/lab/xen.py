@@ -38,6 +38,7 @@ from typing import Any
 from vimprof import paths
 from vimprof.errors import VimprofError
 from vimprof.lab import netns
+from vimprof.lab.proc import alive, tail
 
 NETNS = "hostx"
 TAP = "vx-tap"
@@ -166,29 +167,6 @@ def _load_state() -> XenLabState | None:
         return XenLabState(**json.loads(p.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our exited child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _tail(path: Path | str, lines: int = 25) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -461,8 +439,8 @@ def up(timeout_s: float = BOOT_TIMEOUT_S) -> XenLabState:
         _save(state)
         pending = list(STAGES)
         while pending:
-            if not _alive(state.qemu_pid):
-                raise VimprofError(f"QEMU exited: {_tail(qlog, 5) or 'no message'}")
+            if not alive(state.qemu_pid):
+                raise VimprofError(f"QEMU exited: {tail(qlog, 5) or 'no message'}")
             text = console.read_text(errors="replace")
             bad = FATAL.search(text)
             if bad:
@@ -503,12 +481,12 @@ def up(timeout_s: float = BOOT_TIMEOUT_S) -> XenLabState:
         state.stage_s["host relays"] = state.boot_s
         _save(state)
     except BaseException as exc:
-        tail = _tail(console)
+        last = tail(console, 25)
         down()
         if isinstance(exc, VimprofError):
             raise VimprofError(
                 f"the Xen lab did not come up: stage '{stage}' failed after "
-                f"{time.monotonic() - t0:.1f} s: {exc}\n--- console (last lines)\n{tail}"
+                f"{time.monotonic() - t0:.1f} s: {exc}\n--- console (last lines)\n{last}"
             ) from None
         raise
     return state
@@ -548,7 +526,7 @@ def down() -> list[str]:
 
 def _running(state: XenLabState) -> bool:
     """QEMU of `state` still runs (in hostx: a reused pid elsewhere does not count)."""
-    return _alive(state.qemu_pid) and state.qemu_pid in netns.pids(NETNS)
+    return alive(state.qemu_pid) and state.qemu_pid in netns.pids(NETNS)
 
 
 def current() -> XenLabState | None:
