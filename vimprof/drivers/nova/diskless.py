@@ -18,7 +18,8 @@ Two variants, chosen per image:
   image-property registration; a kernel already in _base is copied without the raw image
   backend's `qemu-img info`; the guest XML has no <disk>, no memory balloon
   (<memballoon model="none"/>) and no virtio RNG; RUNNING is polled every
-  VIMPROF_NOVA_POLL_S seconds (default 0.01) instead of Nova's fixed 0.5 s.
+  VIMPROF_NOVA_POLL_S seconds (default 0.01) instead of Nova's fixed 0.5 s; a guest without
+  ports is defined and started directly (no VIF plugging, no network-vif-plugged wait).
 
 Hook lines (vimprof.drivers.nova.hooks) go to $VIMPROF_NOVA_HOOKS. Source of the overridden
 methods: nova/virt/libvirt/driver.py (spawn, _create_image, _get_guest_xml,
@@ -36,9 +37,10 @@ from nova.compute import power_state
 from nova.virt.libvirt import blockinfo, imagecache
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
-from oslo_utils import fileutils, strutils
+from oslo_utils import excutils, fileutils, strutils
 
 try:  # installed: vimprof_nova_driver.hooks; in the source tree: vimprof.drivers.nova.hooks
     from . import hooks
@@ -176,12 +178,28 @@ class DisklessLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _create_guest_with_network_plain(self, context, xml, instance, network_info,
                                          block_device_info, power_on, created_dir):
-        # The parent's method, without the hook wrapper above and without a config drive
-        # callback (post_xml_callback=None).
-        return libvirt_driver.LibvirtDriver._create_guest_with_network(
-            self, context, xml, instance, network_info, block_device_info,
-            post_xml_callback=None, power_on=power_on, cleanup_instance_dir=created_dir,
-            cleanup_instance_disks=False)
+        if network_info:
+            # VIFs to plug and network-vif-plugged events to wait for: the parent's method,
+            # without the hook wrapper above and without a config drive callback.
+            return libvirt_driver.LibvirtDriver._create_guest_with_network(
+                self, context, xml, instance, network_info, block_device_info,
+                post_xml_callback=None, power_on=power_on, cleanup_instance_dir=created_dir,
+                cleanup_instance_disks=False)
+        # No network: define and start the domain directly. The parent would also open an
+        # external-event wait, plug no VIFs, enter the LXC disk handler and check for a vTPM
+        # secret (nova/virt/libvirt/driver.py _create_guest_with_network, _create_guest),
+        # none of which a diskless micro-VNF without ports needs.
+        try:
+            guest = libvirt_guest.Guest.create(xml, self._host)
+            if power_on:
+                guest.launch()
+            return guest
+        except Exception:
+            LOG.error("Failed to start libvirt guest", instance=instance)
+            with excutils.save_and_reraise_exception():
+                self._cleanup(context, instance, network_info, block_device_info,
+                              destroy_vifs=False, cleanup_instance_dir=created_dir,
+                              cleanup_instance_disks=False)
 
     def _create_kernel_only(self, context, instance) -> bool:
         """Instance directory and the kernel (from Glance via _base, as Nova caches it);
