@@ -195,15 +195,16 @@ def lab_target(variant: str, accelerator: str, console: Console) -> NovaTarget:
                       "machine) ...")
         state = lab.up(accelerator=accelerator)
     image = state.image_ids["diskless" if variant == "tuned" else "stock"]
-    if variant == "tuned" and state.compute_driver != lab.DRIVERS["vimprof"]:
-        raise VimprofError("--nova-driver tuned needs the lab's compute driver vimprof: "
-                           "`vimprof lab down nova && vimprof lab up nova`")
+    if variant == "tuned" and state.driver_kit not in ("vimprof", "patched"):
+        raise VimprofError("--nova-driver tuned needs the lab's driver kit vimprof or patched: "
+                           "`vimprof lab up nova --nova-driver vimprof`")
     return NovaTarget(
         cloud=state.cloud(), image_id=image, flavor_id=state.flavor_id, variant=variant,
         capture_iface=state.capture_iface, capture_netns=state.capture_netns,
         capture_filter=CAPTURE_FILTER, hooks_file=state.hooks_file, lab=True,
         facts={"nova_version": state.nova_version, "virt_type": state.virt_type,
-               "compute_driver": state.compute_driver, "accelerator": state.accelerator})
+               "compute_driver": state.compute_driver, "driver_kit": state.driver_kit,
+               "accelerator": state.accelerator})
 
 
 def remote_target(cloud: str, image: str | None, flavor: str | None, variant: str,

@@ -62,8 +62,17 @@ STOCK_IMAGE = "vimprof-testvnf"
 DISKLESS_IMAGE = "vimprof-testvnf-diskless"
 DISKLESS_PROPERTY = "vimprof_diskless"
 CLOUD_NAME = "vimprof-nova-lab"
+# Driver kits nova-compute can run (LabState.driver_kit) -> Nova's compute_driver option.
+# 'patched' is Nova's own driver with patches/nova applied to a copy of Debian's nova package.
 DRIVERS = {"vimprof": "vimprof_diskless.DisklessLibvirtDriver",
-           "libvirt": "libvirt.LibvirtDriver"}
+           "libvirt": "libvirt.LibvirtDriver",
+           "patched": "libvirt.LibvirtDriver"}
+NOVA_PATCH = Path(__file__).resolve().parents[2] / "patches" / "nova" / \
+    "0001-libvirt-diskless-kernel-only-guests-and-spawn-hooks.patch"  # in a source checkout
+SYSTEM_NOVA = Path("/usr/lib/python3/dist-packages/nova")
+# nova-compute logs this at the end of init_host (nova/compute/manager.py
+# _error_out_instances_whose_build_was_interrupted), just before it consumes RPC.
+COMPUTE_READY_LOG = "Looking for unclaimed instances stuck in BUILDING status"
 PACKAGES = ("nova-api", "nova-conductor", "nova-scheduler", "nova-compute-qemu", "keystone",
             "glance", "placement-api", "neutron-server", "rabbitmq-server", "mariadb-server",
             "libvirt-daemon-system", "uwsgi-plugin-python3")
@@ -93,6 +102,7 @@ class LabState:
     hooks_file: str = ""
     capture_netns: str = NS
     capture_iface: str = "any"
+    driver_kit: str = "vimprof"  # a DRIVERS key
 
     def cloud(self) -> dict[str, Any]:
         """openstack.connect() keyword arguments for the lab's admin (clouds.yaml shape)."""
@@ -216,13 +226,18 @@ def _configs(d: Path, pw: str, virt_type: str, compute_driver: str) -> dict[str,
         "oslo_concurrency": lock,
         "os_vif_ovs": {"ovsdb_connection": "tcp:127.0.0.1:6640"},
     })
-    # Debian's nova-compute reads /etc/nova/nova-compute.conf after nova.conf; the lab's copy
-    # carries the driver and virt_type the same way.
-    compute = _ini({"DEFAULT": {"compute_driver": compute_driver},
-                    "libvirt": {"virt_type": virt_type}})
     return {"keystone/keystone.conf": keystone, "glance-api.conf": glance,
             "placement/placement.conf": placement, "neutron.conf": neutron,
-            "nova.conf": nova, "nova-compute.conf": compute}
+            "nova.conf": nova}
+
+
+def _compute_conf(state: LabState) -> str:
+    """nova-compute.conf, read after nova.conf (as Debian's /etc/nova/nova-compute.conf): the
+    driver kit's compute_driver, virt_type, and for 'patched' the patch's hooks file option."""
+    libvirt = {"virt_type": state.virt_type}
+    if state.driver_kit == "patched":
+        libvirt["spawn_hooks_file"] = state.hooks_file  # [libvirt] option of patches/nova
+    return _ini({"DEFAULT": {"compute_driver": DRIVERS[state.driver_kit]}, "libvirt": libvirt})
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -309,7 +324,11 @@ def _load_state() -> LabState | None:
     if not p.exists():
         return None
     try:
-        return LabState(**json.loads(p.read_text()))
+        data = json.loads(p.read_text())
+        if "driver_kit" not in data:  # a state file of an older vimprof
+            data["driver_kit"] = next((k for k, v in DRIVERS.items()
+                                       if v == data.get("compute_driver")), "vimprof")
+        return LabState(**data)
     except (ValueError, TypeError):
         return None
 
@@ -334,7 +353,10 @@ def up(accelerator: str = "auto", compute_driver: str = "vimprof") -> LabState:
     accelerator: 'tcg', 'kvm' or 'auto' (measured by vimprof.lab.accel; Nova's virt_type is
     qemu for TCG, kvm for KVM). compute_driver: 'vimprof' (vimprof's diskless LibvirtDriver
     subclass, which boots stock images exactly as Nova does and images with the
-    vimprof_diskless property without a disk) or 'libvirt' (Nova's own LibvirtDriver).
+    vimprof_diskless property without a disk), 'libvirt' (Nova's own LibvirtDriver) or
+    'patched' (Nova's own driver from a copy of the nova package with patches/nova applied:
+    the in-tree form of the same diskless boot and hooks). A running lab with another kit
+    only restarts nova-compute.
     Raises VimprofError when not root, packages are missing (run scripts/setup-openstack), or
     a service fails or is not ready in READY_TIMEOUT_S (the lab is then torn down).
     """
@@ -348,9 +370,9 @@ def up(accelerator: str = "auto", compute_driver: str = "vimprof") -> LabState:
                            "scripts/setup-openstack (about 12 min the first time)")
     state = current()
     if state is not None:
-        if state.compute_driver == DRIVERS[compute_driver]:
+        if state.driver_kit == compute_driver:
             return state
-        down()
+        return _switch_compute(state, compute_driver)
     elif _load_state() is not None or netns.exists(NS):
         down()
 
@@ -375,6 +397,7 @@ def up(accelerator: str = "auto", compute_driver: str = "vimprof") -> LabState:
     pw = secrets.token_hex(12)
     state = LabState(lab_dir=str(d), nova_version=_nova_version(), accelerator=accelerator,
                      virt_type=virt_type, compute_driver=DRIVERS[compute_driver],
+                     driver_kit=compute_driver,
                      auth_url=f"http://{CLOUD_IP}:5000/v3", password=pw,
                      hooks_file=str(d / "hooks.jsonl"))
     _save(state)
@@ -387,10 +410,6 @@ def up(accelerator: str = "auto", compute_driver: str = "vimprof") -> LabState:
         shutil.copy2("/etc/nova/api-paste.ini", d / "etc" / "api-paste.ini")
         Path(state.hooks_file).touch()
         os.chmod(state.hooks_file, 0o666)
-        if compute_driver == "vimprof":
-            from vimprof.drivers.nova import install
-
-            install.install()
         _step(logs, "infra")
         _start_infra(state, d, logs, deadline)
         _step(logs, "openstack")
@@ -512,11 +531,7 @@ def _start_openstack(state: LabState, d: Path, logs: Path, deadline: float) -> N
         {"OS_NOVA_CONFIG_DIR": str(etc), "OS_NOVA_CONFIG_FILES": "api-paste.ini;nova.conf"})
     state.pids["nova-conductor"] = _spawn("nova-conductor", ["nova-conductor", *nova_conf], logs)
     state.pids["nova-scheduler"] = _spawn("nova-scheduler", ["nova-scheduler", *nova_conf], logs)
-    state.pids["nova-compute"] = _spawn(
-        "nova-compute", ["nova-compute", *nova_conf, "--config-file",
-                         str(etc / "nova-compute.conf")], logs,
-        env={"VIMPROF_NOVA_HOOKS": state.hooks_file})
-    _save(state)
+    _start_compute(state, d, logs)
     for name, path in (("glance", "/versions"), ("placement", "/"),
                        ("neutron", "/"), ("nova-api", "/")):
         _wait(f"{name} HTTP API", lambda p=PORTS[name], q=path: _tcp_ready(p, q), state, logs,
@@ -628,6 +643,64 @@ def _nova_version() -> str:
 
 # -- tear-down --------------------------------------------------------------------------------
 
+def _start_compute(state: LabState, d: Path, logs: Path) -> int:
+    """Start nova-compute with the state's driver kit: 'vimprof' installs vimprof's drop-in
+    driver where Debian's python3 finds it; 'patched' runs Nova from a patched copy of the
+    nova package (first on PYTHONPATH). Returns the pid."""
+    etc = d / "etc"
+    (etc / "nova-compute.conf").write_text(_compute_conf(state))
+    env = {"VIMPROF_NOVA_HOOKS": state.hooks_file}
+    if state.driver_kit == "vimprof":
+        from vimprof.drivers.nova import install
+
+        install.install()
+    elif state.driver_kit == "patched":
+        env["PYTHONPATH"] = str(_patched_nova(d, logs))
+    pid = _spawn("nova-compute", ["nova-compute", "--config-file", str(etc / "nova.conf"),
+                                  "--config-file", str(etc / "nova-compute.conf")], logs, env=env)
+    state.pids["nova-compute"] = pid
+    _save(state)
+    return pid
+
+
+def _patched_nova(d: Path, logs: Path) -> Path:
+    """A copy of Debian's nova package with patches/nova applied; the directory holding it.
+
+    Raises VimprofError when the patch is not in this checkout or does not apply."""
+    if not NOVA_PATCH.exists():
+        raise VimprofError(f"{NOVA_PATCH} not found: the 'patched' driver kit runs from a "
+                           "vimprof source checkout")
+    root = d / "nova-patched"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(SYSTEM_NOVA, root / "nova", symlinks=True)
+    _run(["patch", "-p1", "--forward", "--batch", "-d", str(root), "-i", str(NOVA_PATCH)],
+         logs, "nova-patch", in_ns=False)
+    return root
+
+
+def _switch_compute(state: LabState, kit: str) -> LabState:
+    """Restart only nova-compute with another driver kit (the rest of the lab keeps running);
+    returns when it is about to consume RPC (COMPUTE_READY_LOG from the new process)."""
+    d, logs = Path(state.lab_dir), Path(state.lab_dir) / "logs"
+    old = state.pids.get("nova-compute")
+    if old:
+        _stop(old)
+    state.driver_kit, state.compute_driver = kit, DRIVERS[kit]
+    log = logs / "nova-compute.log"
+    offset = log.stat().st_size if log.exists() else 0
+    pid = _start_compute(state, d, logs)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+
+    def ready() -> bool:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            return any(f" {pid} ".encode() in line and COMPUTE_READY_LOG.encode() in line
+                       for line in fh)
+
+    _wait(f"nova-compute ({kit}) restarted", ready, state, logs, deadline)
+    return state
+
+
 STOP_ORDER = ("nova-compute", "nova-api", "nova-scheduler", "nova-conductor", "neutron-server",
               "placement", "glance-api", "keystone", "libvirtd", "virtlogd", "rabbitmq", "mysqld")
 
@@ -718,7 +791,7 @@ def status() -> dict[str, object]:
         return info
     info.update(nova_version=state.nova_version, accelerator=state.accelerator,
                 virt_type=state.virt_type, compute_driver=state.compute_driver,
-                auth_url=state.auth_url,
+                driver_kit=state.driver_kit, auth_url=state.auth_url,
                 processes={n: alive(p) for n, p in state.pids.items()})
     try:
         conn = _connect(state)
