@@ -250,9 +250,10 @@ def _spawn(name: str, cmd: list[str], logs: Path, env: dict[str, str] | None = N
         full = ["ip", "netns", "exec", NS, "setpriv", f"--reuid={user}", f"--regid={user}",
                 "--init-groups", *cmd]
     with open(logs / f"{name}.log", "ab") as fh:
+        # cwd: the logs directory, where an Erlang crash dump or a core lands (not the caller's)
         proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, cwd=logs)
     return proc.pid
 
 
