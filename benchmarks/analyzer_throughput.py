@@ -9,8 +9,8 @@ The capture is written under /tmp (never the repository).
 
 Then measures, each in its own child process (peak RSS from os.wait4's rusage of that
 child, wall time around it):
-- vimprof: `analyze_capture(path)` (pcap reading, TCP reassembly, HTTP, yamux, msgpack-rpc,
-  timelines), all packets;
+- vimprof: `analyze(path, on_timeline=...)` (pcap reading, TCP reassembly, HTTP, yamux,
+  msgpack-rpc, timelines streamed out as analyze_run does), all packets;
 - Scapy: full dissection (`PcapReader`, every packet's layers, the TCP payload accessed), on
   the first `--scapy-packets` packets (Scapy is slow), reported as packets/s;
 - tshark: `tshark -r FILE -Y "tcp.port==4646 || tcp.port==4647" -T fields -e ...`, all
@@ -112,10 +112,13 @@ VIMPROF = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from vimprof.analyzer.analyze import analyze
+n = [0, 0]
+def sink(tl):  # streaming, as analyze_run: each timeline handed on, none kept
+    n[0] += 1
+    n[1] += bool(tl["complete"])
 t, c = time.perf_counter(), time.process_time()
-tls, d, _w = analyze({path!r})
-print(d.counts["packets"], len(tls), sum(1 for x in tls if x["complete"]),
-      time.perf_counter() - t, time.process_time() - c)
+_tls, d, _w = analyze({path!r}, on_timeline=sink)
+print(d.counts["packets"], n[0], n[1], time.perf_counter() - t, time.process_time() - c)
 """
 
 SCAPY = """

@@ -10,6 +10,7 @@ the campaign was interrupted, and what was recorded so far stays readable.
 
 from __future__ import annotations
 
+import os
 import platform
 import secrets
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         clock="one machine, one clock: capture, client and VIM times are directly comparable"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
         start_ns=now_ns(),
+        pid=os.getpid(),  # `vimprof analyze --follow`: the campaign still runs
     )
 
     capture = None

@@ -17,6 +17,7 @@ A server ending in ERROR is recorded with Nova's fault message and the campaign 
 
 from __future__ import annotations
 
+import os
 import platform
 import secrets
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
               "comparable (instance action times have second resolution)"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
         start_ns=now_ns(),
+        pid=os.getpid(),  # `vimprof analyze --follow`: the campaign still runs
     )
     hooks = nova_hooks(target.hooks_file)
     capture = None

@@ -74,13 +74,16 @@ def cli() -> None:
               help="nova: interval of the GET /servers/{id} polls.")
 @click.option("--force", is_flag=True, help="Overwrite an existing run directory.")
 @click.option("--no-analyze", is_flag=True, help="Skip `vimprof analyze` at the end.")
+@click.option("--live", is_flag=True,
+              help="Nomad: analyse the capture while the campaign runs, printing each instance "
+                   "as it finishes (as `vimprof analyze --follow`), instead of at the end.")
 @runs_dir_option
 def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_iface: str | None,
             kernel: str | None, accel: str, memory_mb: int | None, timeout_s: float, driver: str,
             nomad_variant: str, warmup_runs: int, floor: bool | None, force: bool,
             no_analyze: bool, runs_dir: Path, nova_driver: str = "stock",
             os_cloud: str | None = None, image: str | None = None, flavor: str | None = None,
-            poll_ms: float = 50.0, backend: str = "qemu") -> None:
+            poll_ms: float = 50.0, backend: str = "qemu", live: bool = False) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
     if memory_mb is None:
         memory_mb = 32 if backend == "xl" else 128
@@ -120,11 +123,28 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad "
                   f"({target.nomad_variant}) at {target.nomad_addr} ({driver} driver, "
                   f"{target.accelerator}, {memory_mb} MB)")
-    failures = campaign.run_campaign(spec, target, run, console)
+    live_analysis = None
+    if live and target.capture_iface:
+        from vimprof.analyzer.follow import Follower, LiveAnalysis, describe
+
+        live_analysis = LiveAnalysis(run, Follower(run, lambda tl: console.print(describe(tl)),
+                                                   progress_s=1e9)).start()
+    try:
+        failures = campaign.run_campaign(spec, target, run, console)
+    except VimprofError:
+        if live_analysis is not None:
+            live_analysis.abort()
+        raise
+    except KeyboardInterrupt:
+        if live_analysis is not None:  # the campaign closed its capture: analyse what it has
+            _report(run, live_analysis.finish())
+        raise
     if failures:
         where = run.file(rundir.REQUESTS)
         console.print(f"[yellow]{failures} of {runs} run(s) failed; see {where}")
-    if not no_analyze and target.capture_iface:
+    if live_analysis is not None:
+        _report(run, live_analysis.finish())
+    elif not no_analyze and target.capture_iface:
         _analyze(run)
     console.print(f"run directory: {run.path}")
 
@@ -138,22 +158,48 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
               help="Added to hooks.jsonl times (the client host's clock lag).")
 @click.option("--tolerance-ms", type=float, default=50.0, show_default=True,
               help="Cross-check tolerance between wire phases and the VIM's own timing.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Live: analyse the capture while `vimprof capture` still writes it, print "
+                   "each instance as it finishes, write timelines.jsonl when the campaign ends "
+                   "(or on Ctrl-C).")
 @runs_dir_option
 def analyze(run: str, captures: tuple[str, ...], hooks_offset_ms: float, tolerance_ms: float,
-            runs_dir: Path) -> None:
+            runs_dir: Path, follow: bool = False) -> None:
     """Rebuild per-instance phase timelines of RUN (a directory or a label) from its capture."""
     from vimprof.analyzer.pcap import parse_capture_arg
 
-    _analyze(rundir.RunDir.resolve(run, runs_dir), [parse_capture_arg(c) for c in captures],
-             hooks_offset_ms, tolerance_ms)
+    extra = [parse_capture_arg(c) for c in captures]
+    if follow:
+        from vimprof.analyzer.follow import WAIT_S, wait_for_run
+
+        try:
+            rd = rundir.RunDir.resolve(run, runs_dir)
+        except VimprofError:
+            console.print(f"waiting up to {WAIT_S:.0f} s for a campaign to create {run} ...")
+            rd = wait_for_run(run, runs_dir)
+        _analyze(rd, extra, hooks_offset_ms, tolerance_ms, follow=True)
+        return
+    _analyze(rundir.RunDir.resolve(run, runs_dir), extra, hooks_offset_ms, tolerance_ms)
 
 
 def _analyze(run: rundir.RunDir, extra: list | None = None, hooks_offset_ms: float = 0.0,
-             tolerance_ms: float = 50.0) -> None:
+             tolerance_ms: float = 50.0, follow: bool = False) -> None:
     from vimprof.analyzer import analyze_run
 
+    follower = None
+    if follow:
+        from vimprof.analyzer.follow import Follower, describe
+
+        follower = Follower(run, lambda tl: console.print(describe(tl)),
+                            lambda line: console.print(f"[dim]{line}[/]"))
+        console.print(f"following {run.file(rundir.CAPTURE)} until the campaign ends "
+                      "(Ctrl-C: stop and write what was read)")
     result = analyze_run(run, extra or [], hooks_offset_ns=int(hooks_offset_ms * 1e6),
-                         tolerance_ms=tolerance_ms)
+                         tolerance_ms=tolerance_ms, follow=follower)
+    _report(run, result)
+
+
+def _report(run: rundir.RunDir, result) -> None:
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"analyzed {run.file(rundir.CAPTURE)}: {result.summary()}")
@@ -229,9 +275,11 @@ def lab() -> None:
 @click.option("--driver", "driver_variant", type=click.Choice(["stock", "tuned"]),
               default="stock", show_default=True,
               help="Variant of the micro-VNF driver plugin (xen) the client loads.")
-@click.option("--nova-driver", type=click.Choice(["vimprof", "libvirt"]), default="vimprof",
-              show_default=True, help="nova: compute_driver, vimprof's diskless LibvirtDriver "
-              "subclass (stock images boot as in Nova) or Nova's own LibvirtDriver.")
+@click.option("--nova-driver", type=click.Choice(["vimprof", "libvirt", "patched"]),
+              default="vimprof", show_default=True,
+              help="nova: driver kit of nova-compute: vimprof's diskless LibvirtDriver subclass "
+              "(stock images boot as in Nova), Nova's own LibvirtDriver, or Nova patched in "
+              "tree with patches/nova. Switching kits restarts only nova-compute.")
 @click.option("--hypervisor", type=click.Choice(["qemu", "xen"]), default="qemu",
               show_default=True, help="nomad: xen adds the Xen lab and a Nomad client in its "
               "dom0 with the driver plugin's xl backend (Nomad on Xen).")
@@ -301,6 +349,15 @@ def lab_status(vim: str) -> None:
     labs = {"nova": nova_lab, "xen": xen_lab, "nomad": nomad_lab}
     for key, value in labs[vim].status().items():
         console.print(f"{key:>15}: {value}")
+
+
+def _add_rally() -> None:  # `vimprof rally task|run|import` (vimprof/rally/cli.py)
+    from vimprof.rally.cli import rally
+
+    cli.add_command(rally)
+
+
+_add_rally()
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def test_not_a_pcap_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "name",
     ["nomad-dev-mock.pcap", "nomad-lab-3runs/capture.pcap", "nova-lab-delete/capture.pcap",
-     "nova-lab-boot/capture.pcap"],
+     "nova-lab-boot/capture.pcap", "nova-lab-keystone/capture.pcap"],
 )
 def test_committed_captures_hold_no_credential(name):
     assert find_secrets(DATA / name) == []

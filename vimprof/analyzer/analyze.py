@@ -9,7 +9,10 @@ offset_ns), ...], ...)` returns the timeline dicts (shape: vimprof/phases.py) of
 allocations ("vim": "nomad", nomad_phases.py) and Nova servers ("vim": "nova",
 nova_phases.py) alike. `decode_capture` gives the decoded messages (tests, debugging);
 `stream_capture` hands them to callbacks as they complete (the analysis itself: memory stays
-bounded by open connections and instances, not by capture size).
+bounded by open connections and instances, not by capture size). Each instance's timeline is
+emitted, enriched and written as soon as the instance is finished, its state dropped
+(nomad_phases / nova_phases "Streaming"; `analyze(..., on_timeline=f)`, TimelineSpool); live
+mode (`analyze_run(run, follow=Follower(run))`): analyzer/follow.py.
 
 Errors: VimprofError when no capture can be read (missing, not pcap/pcapng, a classic pcap
 with a link type vimprof cannot decode); with several captures an unreadable one is a
@@ -22,27 +25,24 @@ connection disables that connection and becomes a warning.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-from collections.abc import Callable, Iterable
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vimprof.analyzer.amqp import AmqpConnection, AmqpMessage, AmqpStats
-from vimprof.analyzer.enrich import (
-    DEFAULT_TOLERANCE_MS,
-    crosscheck,
-    merge_hooks,
-    merge_vim_events,
-    read_jsonl,
-)
+from vimprof.analyzer.enrich import DEFAULT_TOLERANCE_MS, Enricher, read_jsonl
 from vimprof.analyzer.http import HttpConnection, HttpMessage
-from vimprof.analyzer.nomad_phases import NomadTimelines
+from vimprof.analyzer.nomad_phases import IDLE_NS, NomadTimelines, timeline_key
 from vimprof.analyzer.nomad_rpc import BODY_FIELDS, NomadRpcConnection, RpcMessage, RpcStats
 from vimprof.analyzer.nova_phases import AMQP_PORTS, NovaTimelines
 from vimprof.analyzer.nova_phases import HTTP_PORTS as NOVA_HTTP_PORTS
-from vimprof.analyzer.pcap import ACK, CaptureSource, MergedReader
+from vimprof.analyzer.pcap import CaptureSource, MergedReader
 from vimprof.analyzer.tcp import Connection, StreamHandler, TcpReassembler
 from vimprof.analyzer.tls import ENCRYPTED
 from vimprof.errors import VimprofError
@@ -61,14 +61,25 @@ class AnalysisResult:
     ports), http_messages, rpc_messages, amqp_messages, timelines, incomplete (timelines with
     complete=false), tcp_gaps, snapped (segments cut by the snaplen), encrypted_connections,
     crosscheck_disagreements (failed checks over all timelines); warnings: lines for the
-    user; truncated: the capture ends inside a record; timelines: the records written.
+    user; truncated: the capture ends inside a record; timelines: the records written
+    (read back from `path` on first access, so that the analysis itself holds none).
     """
 
-    timelines: list[dict[str, Any]] = field(default_factory=list)
+    _timelines: list[dict[str, Any]] | None = None
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
     path: Path | None = None
+
+    @property
+    def timelines(self) -> list[dict[str, Any]]:
+        if self._timelines is None:
+            self._timelines = (
+                [json.loads(line)
+                 for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+                if self.path is not None and self.path.is_file() else []
+            )
+        return self._timelines
 
     def summary(self) -> str:
         """One line for the terminal, e.g. "4 timelines (1 incomplete) from 519 packets, ..."."""
@@ -110,6 +121,7 @@ class _Guarded:
         on_close: Callable[[StreamHandler], None] | None = None,
     ):
         self.inner = inner
+        self._data = inner.data
         self.conn = conn
         self.errors = errors
         self.on_close = on_close
@@ -126,7 +138,7 @@ class _Guarded:
     def data(self, direction: int, t_ns: int, data: bytes) -> None:
         if not self.dead:
             try:
-                self.inner.data(direction, t_ns, data)
+                self._data(direction, t_ns, data)
             except Exception as e:  # noqa: BLE001 - contain decoder bugs per connection
                 self._fail(e)
 
@@ -178,10 +190,12 @@ class _Totals:
     def __init__(self) -> None:
         self.http_garbage = 0
         self.http_dropped = 0
+        self.http_messages = 0
         self.tls: list[tuple[str, int, str, int]] = []
 
     def closed(self, handler: StreamHandler) -> None:
         if isinstance(handler, HttpConnection):
+            self.http_messages += handler.requests + handler.responses
             self.http_garbage += handler.garbage_bytes
             self.http_dropped += handler.dropped
             if handler.encrypted:
@@ -210,24 +224,15 @@ def stream_capture(
     stats = RpcStats()
     astats = AmqpStats()
     errors: list[str] = []
-    totals = _Totals()
-    n = {"http": 0, "rpc": 0, "amqp": 0}
-
-    def count_http(m: HttpMessage) -> None:
-        n["http"] += 1
-        on_http(m)
-
-    def count_rpc(m: RpcMessage) -> None:
-        n["rpc"] += 1
-        on_rpc(m)
+    totals = _Totals()  # (HTTP messages counted per connection, RPC ones in stats)
 
     def factory(conn: Connection) -> StreamHandler | None:
         port = conn.server[1]
         if port in http_ports:
-            return _Guarded(HttpConnection(conn, count_http), conn, errors, totals.closed)
+            return _Guarded(HttpConnection(conn, on_http), conn, errors, totals.closed)
         if port in rpc_ports:
             return _Guarded(
-                NomadRpcConnection(conn, count_rpc, stats, rpc_body_fields), conn, errors
+                NomadRpcConnection(conn, on_rpc, stats, rpc_body_fields), conn, errors
             )
         if port in amqp_ports:
             return _Guarded(AmqpConnection(conn, on_amqp, astats), conn, errors)
@@ -235,22 +240,17 @@ def stream_capture(
 
     ports = http_ports | rpc_ports | amqp_ports
     tcp = TcpReassembler(factory, server_ports=ports, keep_connections=False)
-    last_t = 0
-    add = tcp.add
-    add_ack = tcp.add_ack
-    n_pkts = 0
     with MergedReader(_sources(path)) as reader:
-        for pkt in reader:
-            if pkt.sport in ports or pkt.dport in ports:
-                if pkt.flags == ACK and not pkt.payload:
-                    add_ack(pkt)
-                else:
-                    add(pkt)
-            last_t = pkt.t_ns
-            n_pkts += 1
-            if not n_pkts & 0x3FFF:
-                tcp.expire(last_t)
-        tcp.finish(last_t)
+        # Decoding allocates millions of short-lived objects: collecting the youngest
+        # generation less often saves ~5% (cycles, e.g. closed decoders, are still collected).
+        gc_threshold = gc.get_threshold()
+        gc.set_threshold(max(gc_threshold[0], 100_000), *gc_threshold[1:])
+        try:
+            # the packet loop; idle connections expire every 16384 packets
+            last_t = tcp.run(reader, ports, expire_every=0x4000)
+            tcp.finish(last_t)
+        finally:
+            gc.set_threshold(*gc_threshold)
         out.truncated = reader.truncated
         out.warnings.extend(reader.warnings)
         out.counts.update(
@@ -263,8 +263,8 @@ def stream_capture(
         connections=tcp.vim_connections,
         tcp_gaps=tcp.gaps,
         retransmitted_bytes=tcp.retransmitted_bytes,
-        http_messages=n["http"],
-        rpc_messages=n["rpc"],
+        http_messages=totals.http_messages,
+        rpc_messages=stats.messages,
         amqp_messages=astats.messages,
         rpc_lost_messages=stats.lost_messages,
         rpc_joined_midway=stats.joined_midway,
@@ -326,17 +326,27 @@ def stream_capture(
 class _Builders:
     """Feeds streamed messages to the Nomad and Nova timeline builders as they complete.
 
-    Requests are held only until their response arrives; those never answered are handed
-    over at the end (their reply events are then missing).
+    Requests are held only until their response arrives; those unanswered for IDLE_NS of
+    capture time (or at the end) are handed over alone (their reply events are then
+    missing). Each finished timeline goes to `emit` (nomad_phases "Streaming").
     """
 
-    def __init__(self) -> None:
-        self.nomad = NomadTimelines()
-        self.nova = NovaTimelines()
-        self.pending_http: dict[int, HttpMessage] = {}
-        self.pending_rpc: dict[int, RpcMessage] = {}
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        runs: dict[str, Any] | None = None,
+        idle_ns: int = IDLE_NS,
+    ) -> None:
+        self.nomad = NomadTimelines(emit, runs, idle_ns=idle_ns)
+        self.nova = NovaTimelines(emit, runs, idle_ns=idle_ns)
+        self.pending_http: OrderedDict[int, HttpMessage] = OrderedDict()
+        self.pending_rpc: OrderedDict[int, RpcMessage] = OrderedDict()
+        self.idle_ns = idle_ns
+        self.now = 0
+        self._swept = 0
 
     def http(self, m: HttpMessage) -> None:
+        self._clock(m.t_last_ns)
         if m.kind == "request":
             self.pending_http[id(m)] = m
             return
@@ -350,6 +360,7 @@ class _Builders:
             self.nova.add_http(req, m)
 
     def rpc(self, m: RpcMessage) -> None:
+        self._clock(m.t_last_ns)
         if m.direction == "request":
             self.pending_rpc[id(m)] = m
         elif m.request is not None:
@@ -357,21 +368,58 @@ class _Builders:
         self.nomad.add_rpc(m)
 
     def amqp(self, m: AmqpMessage) -> None:
+        self._clock(m.t_last_ns)
         self.nova.add_amqp(m)
 
-    def timelines(
-        self, job_runs: dict[str, Any], server_runs: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _clock(self, t: int) -> None:
+        if t > self.now:
+            self.now = t
+            if t - self._swept >= 1_000_000_000:
+                self._swept = t
+                self._expire(t - self.idle_ns)
+                self.nova.tick(t)
+
+    def _expire(self, before_ns: int) -> None:
+        """Hand over the requests unanswered since before `before_ns` alone."""
+        while self.pending_http:
+            req = next(iter(self.pending_http.values()))
+            if req.t_last_ns >= before_ns:
+                break
+            self.pending_http.popitem(last=False)
+            self._http_alone(req)
+        while self.pending_rpc:
+            r = next(iter(self.pending_rpc.values()))
+            if r.t_last_ns >= before_ns:
+                break
+            self.pending_rpc.popitem(last=False)
+            self.nomad.add_rpc_request_only(r)
+
+    def _http_alone(self, req: HttpMessage) -> None:
+        if req.conn[3] in NOMAD_HTTP_PORTS:
+            self.nomad.add_http_request_only(req)
+        else:
+            self.nova.add_http(req, None)
+
+    def live(self) -> dict[str, int]:
+        """Sizes of the state held (bounded by open work, not by the capture's length)."""
+        return {"pending_http": len(self.pending_http), "pending_rpc": len(self.pending_rpc),
+                **{f"nomad_{k}": v for k, v in self.nomad.live().items()},
+                **{f"nova_{k}": v for k, v in self.nova.live().items()}}
+
+    def finish(self) -> None:
+        """End of capture: hand over the unanswered requests, emit every timeline left."""
         for req in self.pending_http.values():
-            if req.conn[3] in NOMAD_HTTP_PORTS:
-                self.nomad.add_http_request_only(req)
-            else:
-                self.nova.add_http(req, None)
+            self._http_alone(req)
         for r in self.pending_rpc.values():
             self.nomad.add_rpc_request_only(r)
         self.pending_http.clear()
         self.pending_rpc.clear()
-        return self.nomad.timelines(job_runs) + self.nova.timelines(server_runs)
+        self.nomad.timelines()
+        self.nova.timelines()
+
+
+MAX_CROSSCHECK_WARNINGS = 100  # lines; the rest are counted (each timeline has its issues)
+GC_EVERY = 1000  # emitted timelines between two full garbage collections (flat memory)
 
 
 def analyze_capture(
@@ -391,7 +439,8 @@ def analyze_capture(
     to that file's timestamps). `job_runs`: job id (Nomad) or server uuid (Nova) -> run.
     `hooks`, `vim_events`, `requests`: records of the run's hooks.jsonl, vim-events.jsonl
     and requests.jsonl (see analyzer/enrich.py); with any of them each timeline gets a
-    "crosscheck" dict. VimprofError as decode_capture.
+    "crosscheck" dict. VimprofError as decode_capture. The list grows with the capture:
+    for large ones use `analyze(..., on_timeline=...)` or analyze_run.
     """
     return analyze(
         path, job_runs, list(hooks), list(vim_events), list(requests), hooks_offset_ns,
@@ -407,23 +456,52 @@ def analyze(
     requests: list[dict[str, Any]] | None = None,
     hooks_offset_ns: int = 0,
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    on_timeline: Callable[[dict[str, Any]], None] | None = None,
+    idle_ns: int = IDLE_NS,
 ) -> tuple[list[dict[str, Any]], Decoded, list[str]]:
     """(timelines, Decoded counts/warnings, merge/cross-check warnings), streaming: the
-    decoded messages are turned into events as they complete and never all held."""
-    b = _Builders()
+    decoded messages are turned into events as they complete and never all held, and each
+    instance's timeline is built, enriched (hooks, VIM events, cross-checks) and handed on
+    as soon as the instance is finished (nomad_phases "Streaming"), its state dropped.
+
+    `on_timeline(tl)`: receives each timeline in completion order, and the returned list is
+    then empty (memory flat in capture size); without it the list is returned sorted by
+    first event (timeline_key). `idle_ns`: capture time after which an instance without
+    news is emitted as it is. VimprofError as decode_capture.
+    """
+    enricher = Enricher(hooks or (), vim_events or (), requests or (), hooks_offset_ns,
+                        tolerance_ms)
+    out: list[dict[str, Any]] = []
+    checks: list[str] = []
+    more = [0]
+    sink = on_timeline or out.append
+
+    emitted = [0]
+
+    def emit(tl: dict[str, Any]) -> None:
+        emitted[0] += 1
+        if not emitted[0] % GC_EVERY:
+            gc.collect()  # closed decoders are cycles; the packet loop makes gen2 runs rare
+        for w in enricher.apply(tl):
+            if len(checks) < MAX_CROSSCHECK_WARNINGS:
+                checks.append(w)
+            else:
+                more[0] += 1
+        sink(tl)
+
+    b = _Builders(emit, job_runs, idle_ns)
     d = stream_capture(path, b.http, b.rpc, b.amqp, rpc_body_fields=BODY_FIELDS)
-    runs = dict(job_runs or {})
-    timelines = b.timelines(runs, runs)
+    b.finish()
+    out.sort(key=timeline_key)
     warnings: list[str] = []
     if b.nova.undecodable:
         warnings.append(f"AMQP: {b.nova.undecodable} message bodies are not oslo JSON; skipped")
-    if hooks:
-        warnings.extend(merge_hooks(timelines, hooks, hooks_offset_ns))
-    if vim_events:
-        warnings.extend(merge_vim_events(timelines, vim_events))
-    if hooks or vim_events or requests:
-        warnings.extend(crosscheck(timelines, requests or [], tolerance_ms))
-    return timelines, d, warnings
+    d.counts["nomad_late_messages"] = b.nomad.late  # about allocations already emitted
+    warnings.extend(enricher.warnings())
+    warnings.extend(checks)
+    if more[0]:
+        warnings.append(f"crosscheck: {more[0]} more disagreement(s); see the timelines' issues")
+    return out, d, warnings
 
 
 def _job_runs(requests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -452,13 +530,75 @@ def _belongs(timeline: dict[str, Any], job_runs: dict[str, Any]) -> bool:
     return bool(job)
 
 
-def write_timelines(path: Path, timelines: list[dict[str, Any]]) -> None:
+def write_timelines(path: Path, timelines: Iterable[dict[str, Any]]) -> None:
     """Write timelines.jsonl from scratch (atomically: a temp file then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for rec in timelines:
-            fh.write(json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n")
+            fh.write(_line(rec))
     os.replace(tmp, path)
+
+
+def _line(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n"
+
+
+class TimelineSpool:
+    """Timelines written one by one to a temporary file beside `path`, then to `path` in
+    timeline_key order (first event, instance) by `commit()`: memory holds one (key,
+    offset, length) per timeline, not the timelines. `filter(tl)` decides what is kept;
+    `counts`: timelines, foreign_allocations (filtered out), incomplete,
+    crosscheck_disagreements.
+    """
+
+    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool] | None = None):
+        self.path = path
+        self.keep = keep
+        fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".spool", dir=path.parent)
+        self._spool = Path(name)
+        self._fh = os.fdopen(fd, "wb")
+        self._index: list[tuple[int, str, int, int]] = []
+        self.counts = {"timelines": 0, "foreign_allocations": 0, "incomplete": 0,
+                       "crosscheck_disagreements": 0}
+
+    def add(self, tl: dict[str, Any]) -> None:
+        if self.keep is not None and not self.keep(tl):
+            self.counts["foreign_allocations"] += 1
+            return
+        data = _line(tl).encode("utf-8")
+        self._index.append((*timeline_key(tl), self._fh.tell(), len(data)))
+        self._fh.write(data)
+        c = self.counts
+        c["timelines"] += 1
+        c["incomplete"] += not tl["complete"]
+        c["crosscheck_disagreements"] += tl.get("crosscheck", {}).get("disagreements", 0)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The kept timelines so far, in the order they were added (reads the spool)."""
+        self._fh.flush()
+        with open(self._spool, "rb") as fh:
+            for _t, _i, off, n in sorted(self._index, key=lambda x: x[2]):
+                fh.seek(off)
+                yield json.loads(fh.read(n))
+
+    def commit(self) -> None:
+        """Write `path` (atomically) in timeline_key order and remove the spool."""
+        self._fh.close()
+        self._index.sort()
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
+                                   dir=self.path.parent)
+        with open(self._spool, "rb") as src, os.fdopen(fd, "wb") as out:
+            for _t, _i, off, n in self._index:
+                src.seek(off)
+                out.write(src.read(n))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.path)
+        self.discard()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        self._spool.unlink(missing_ok=True)
 
 
 def analyze_run(
@@ -467,13 +607,22 @@ def analyze_run(
     *,
     hooks_offset_ns: int = 0,
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    follow: Any = None,
 ) -> AnalysisResult:
     """Analyze `run`'s capture and rewrite its timelines.jsonl; see the module docstring.
 
     `extra_captures`: more capture files (or (file, clock offset ns) pairs) merged with
     run/capture.pcap, e.g. one recorded on the client host. hooks.jsonl, vim-events.jsonl
-    and requests.jsonl of the run are merged and cross-checked when present.
+    and requests.jsonl of the run are merged and cross-checked when present. Streaming:
+    timelines go to disk as instances finish (TimelineSpool), memory stays flat in capture
+    size. `follow`: a follow.Follower (live mode, `vimprof analyze --follow`): the capture
+    is read while it grows; see vimprof/analyzer/follow.py.
     """
+    if follow is not None:
+        from vimprof.analyzer.follow import analyze_run_follow
+
+        return analyze_run_follow(run, follow, extra_captures, hooks_offset_ns=hooks_offset_ns,
+                                  tolerance_ms=tolerance_ms)
     cap = run.file(CAPTURE)
     extra = list(extra_captures)
     if not cap.is_file() and not extra:
@@ -482,33 +631,66 @@ def analyze_run(
             "(or copy a tcpdump capture there) before `vimprof analyze`"
         )
     sources: list[CaptureSource] = ([cap] if cap.is_file() else []) + extra
-    requests, bad_req = read_jsonl(run.file(REQUESTS))
-    hooks, bad_hooks = read_jsonl(run.file(HOOKS))
-    vim_events, bad_ev = read_jsonl(run.file(VIM_EVENTS))
+    return analyze_sources(run, sources, hooks_offset_ns=hooks_offset_ns,
+                           tolerance_ms=tolerance_ms)
+
+
+def analyze_sources(
+    run: RunDir,
+    sources: list[CaptureSource],
+    *,
+    hooks_offset_ns: int = 0,
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    on_timeline: Callable[[dict[str, Any]], None] | None = None,
+    enrich: bool = True,
+    spool: TimelineSpool | None = None,
+) -> AnalysisResult:
+    """analyze_run's work on given capture sources; `on_timeline(tl)` also sees each
+    timeline kept (after enrichment) as it is finished. `enrich` False: the run's
+    requests.jsonl, hooks.jsonl and vim-events.jsonl are not read (live mode: they are
+    still being written) and timelines go to `spool` unfiltered, uncommitted."""
+    requests, bad_req = read_jsonl(run.file(REQUESTS)) if enrich else ([], 0)
+    hooks, bad_hooks = read_jsonl(run.file(HOOKS)) if enrich else ([], 0)
+    vim_events, bad_ev = read_jsonl(run.file(VIM_EVENTS)) if enrich else ([], 0)
     job_runs = _job_runs(requests)
-    everything, d, more = analyze(
-        sources, job_runs, hooks, vim_events, requests, hooks_offset_ns, tolerance_ms
-    )
+    out = run.file(TIMELINES)
+    own = spool is None
+    spool = spool or TimelineSpool(out, lambda t: _belongs(t, job_runs))
+
+    def keep(tl: dict[str, Any]) -> None:
+        before = spool.counts["timelines"]
+        spool.add(tl)
+        if on_timeline is not None and spool.counts["timelines"] > before:
+            on_timeline(tl)
+
+    try:
+        _none, d, more = analyze(
+            sources, job_runs, hooks, vim_events, requests, hooks_offset_ns, tolerance_ms,
+            on_timeline=keep,
+        )
+    except BaseException:
+        if own:
+            spool.discard()
+        raise
     warnings = list(d.warnings)
     for name, bad in ((REQUESTS, bad_req), (HOOKS, bad_hooks), (VIM_EVENTS, bad_ev)):
         if bad:
             warnings.append(f"{name}: {bad} line(s) that are not JSON objects skipped")
     warnings.extend(more)
-    timelines = [t for t in everything if _belongs(t, job_runs)]
-    out = run.file(TIMELINES)
-    write_timelines(out, timelines)
+    if own:
+        spool.commit()
+    return _result(d, warnings, spool, out, sources)
+
+
+def _result(d: Decoded, warnings: list[str], spool: TimelineSpool, out: Path,
+            sources: list[CaptureSource]) -> AnalysisResult:
     if d.truncated and not any(w.startswith("capture truncated") for w in warnings):
-        warnings.insert(0, f"capture truncated: {cap} ends inside a record")
-    if not timelines and not d.counts.get("connections"):
+        warnings.insert(0, f"capture truncated: {sources[0]} ends inside a record")
+    if not spool.counts["timelines"] and not d.counts.get("connections"):
         warnings.append(
             "no VIM traffic in the capture: nothing to analyze (was the capture on the VIM "
             "core host's interface, with the VIM's ports in its filter?)"
         )
     counts = dict(d.counts)
-    counts["timelines"] = len(timelines)
-    counts["foreign_allocations"] = len(everything) - len(timelines)
-    counts["incomplete"] = sum(1 for t in timelines if not t["complete"])
-    counts["crosscheck_disagreements"] = sum(
-        t.get("crosscheck", {}).get("disagreements", 0) for t in timelines
-    )
-    return AnalysisResult(timelines, counts, warnings, d.truncated, out)
+    counts.update(spool.counts)
+    return AnalysisResult(None, counts, warnings, d.truncated, out)

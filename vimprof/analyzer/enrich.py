@@ -345,6 +345,91 @@ def _nova_checks(
     return checks
 
 
+class Enricher:
+    """merge_hooks, merge_vim_events and crosscheck applied to one timeline at a time, as
+    the analyzer emits them (streaming; the same result as the list functions on all).
+
+    The records are indexed by instance once; `apply(tl)` merges and cross-checks `tl` in
+    place and returns its cross-check warning lines; `warnings()` at the end gives the
+    bad / unknown record counts. `active`: whether any source was given (else apply only
+    passes the timeline through, no "crosscheck" dict, as crosscheck is not called).
+    """
+
+    def __init__(
+        self,
+        hooks: Iterable[dict[str, Any]] = (),
+        vim_events: Iterable[dict[str, Any]] = (),
+        requests: Iterable[dict[str, Any]] = (),
+        hooks_offset_ns: int = 0,
+        tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    ) -> None:
+        self.offset_ns = hooks_offset_ns
+        self.tolerance_ms = tolerance_ms
+        self.hooks: dict[str, list[dict[str, Any]]] = {}
+        self.bad_hooks = 0
+        n_hooks = n_events = n_requests = 0
+        for rec in hooks:
+            n_hooks += 1
+            if "probe" in rec:
+                continue
+            alloc = rec.get("alloc_id") or rec.get("instance")
+            start, end, hook = _int(rec.get("t_ns")), _int(rec.get("end_ns")), rec.get("hook")
+            if (start is None or end is None or end < start or not isinstance(hook, str)
+                    or not hook or not isinstance(alloc, str)):
+                self.bad_hooks += 1
+                continue
+            self.hooks.setdefault(alloc, []).append(rec)
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.bad_events = 0
+        for rec in vim_events:
+            n_events += 1
+            subject, name, t = rec.get("subject"), rec.get("name"), _int(rec.get("t_ns"))
+            if not isinstance(subject, str) or not isinstance(name, str) or t is None:
+                self.bad_events += 1
+                continue
+            self.events.setdefault(subject, []).append(rec)
+        self.requests: dict[str, dict[str, Any]] = {}
+        for r in requests:
+            n_requests += 1
+            for key in ("alloc_id", "server_id", "instance"):
+                v = r.get(key)
+                if isinstance(v, str) and v:
+                    self.requests[v] = r
+        self.with_hooks, self.with_events = bool(n_hooks), bool(n_events)
+        self.active = bool(n_hooks or n_events or n_requests)
+
+    def apply(self, tl: dict[str, Any]) -> list[str]:
+        """Merge the hooks and VIM events of `tl`'s instance into it and cross-check it."""
+        inst = tl["instance"]
+        if self.with_hooks:
+            recs = self.hooks.pop(inst, None)
+            if recs:
+                merge_hooks([tl], recs, self.offset_ns)
+        if self.with_events:
+            merge_vim_events([tl], self.events.pop(inst, ()))
+        if not self.active:
+            return []
+        req = self.requests.get(inst)
+        return crosscheck([tl], [req] if req else [], self.tolerance_ms)
+
+    def warnings(self) -> list[str]:
+        """The merge warnings of merge_hooks and merge_vim_events, for all records."""
+        out = []
+        if self.bad_hooks:
+            out.append(f"hooks.jsonl: {self.bad_hooks} record(s) without "
+                       "t_ns/end_ns/hook/alloc_id skipped")
+        unknown = sum(len(v) for v in self.hooks.values())
+        if unknown:
+            out.append(
+                f"hooks.jsonl: {unknown} record(s) for allocations not in the capture's "
+                "timelines ignored"
+            )
+        if self.bad_events:
+            out.append(f"vim-events.jsonl: {self.bad_events} record(s) without "
+                       "subject/name/t_ns skipped")
+        return out
+
+
 def crosscheck(
     timelines: list[dict[str, Any]],
     requests: Iterable[dict[str, Any]] = (),

@@ -337,14 +337,20 @@ class HttpStream:
                 version=m.group(1).decode("ascii"),
             )
         headers: dict[str, str] = {}
+        cache = _LINE_CACHE
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                return False
-            key = name.decode("latin-1").lower()
-            if key in SECRET_HEADERS:
+            kv = cache.get(line)
+            if kv is None:
+                kv = _header_line(line)
+                if kv is not _SECRET:  # never keep a credential around
+                    if len(cache) >= _LINE_CACHE_SIZE:
+                        cache.clear()
+                    cache[line] = kv
+            if kv is _SECRET:
                 continue
-            val = value.strip().decode("latin-1")
+            if kv is _BAD:
+                return False
+            key, val = kv
             headers[key] = f"{headers[key]}, {val}" if key in headers else val
         msg.headers = headers
         self.msg = msg
@@ -386,6 +392,25 @@ class HttpStream:
         else:
             self._finish(self.base - 1)
         return True
+
+
+# Parsed header lines (the same lines recur in every message of a connection and across
+# connections: content types, user agents, hosts), bounded.
+_LINE_CACHE: dict[bytes, tuple[str, str] | object] = {}
+_LINE_CACHE_SIZE = 4096
+_SECRET = object()  # a credential header: dropped
+_BAD = object()  # not a header line: the head is not HTTP
+
+
+def _header_line(line: bytes) -> tuple[str, str] | object:
+    """(lower-case name, value) of one header line, or _SECRET, or _BAD."""
+    name, sep, value = line.partition(b":")
+    if not sep or not name or name != name.strip():
+        return _BAD
+    key = name.decode("latin-1").lower()
+    if key in SECRET_HEADERS:
+        return _SECRET
+    return key, value.strip().decode("latin-1")
 
 
 class HttpConnection:

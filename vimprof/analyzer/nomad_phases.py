@@ -29,6 +29,16 @@ notification = task Started -> Node.UpdateAlloc request "running" as captured at
 Node.UpdateAlloc request with a terminal ClientStatus (complete, failed, lost).
 A phase whose boundary is missing is left out, the record gets complete=false and an issue.
 
+Streaming (flat memory): an allocation's timeline is emitted (NomadTimelines `emit` callback)
+and its state dropped once it is finished: `finish_ns` (capture time, 2 s) after both its
+terminal Node.UpdateAlloc request and a purge of its job (Job.Deregister with purge) were
+seen, `grace_ns` (5 s) after the terminal status alone, `purge_grace_ns` (30 s) after a
+purge without terminal status; an allocation that never completes is emitted after `idle_ns` (300
+s) without a message about it, and every remaining one at the end. Messages about an emitted
+allocation arriving later are ignored (counted in `late`); jobs and unanswered requests
+are forgotten after `idle_ns` too, emitted ids after 3 `idle_ns` (at least 10 min).
+Capture time is the latest message time seen.
+
 Event attrs carry only ids, method names, statuses and paths (query strings dropped), never
 bodies or headers, so no credential reaches a timeline.
 """
@@ -38,6 +48,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +71,17 @@ EV_DEREGISTER_REPLY = "Job.Deregister response"
 EV_TASK_PREFIX = "Task event "  # + TaskEvent.Type, e.g. "Task event Started"
 EV_STARTED = EV_TASK_PREFIX + "Started"
 TERMINAL = frozenset({"complete", "failed", "lost"})
+FINISH_NS = 2_000_000_000  # after terminal status and purge: replies, the last batch
+GRACE_NS = 5_000_000_000  # after the terminal status: its reply, a purge, late task events
+PURGE_GRACE_NS = 30_000_000_000  # after a purge without terminal status (guest still dying)
+IDLE_NS = 300_000_000_000  # an allocation / job / emitted id without message this long goes
+SWEEP_NS = 1_000_000_000
+
+
+def gone_ns(idle_ns: int) -> int:
+    """How long an emitted instance's id is remembered: 3 idle_ns, at least 10 min."""
+    return max(3 * idle_ns, 600_000_000_000)
+  # capture time between two looks for allocations to emit
 
 _REGISTER_PATH = re.compile(r"^/v1/(?:jobs|job/([^/?#]+))/?$")
 _JOB_PATH = re.compile(r"^/v1/job/([^/?#]+)/?$")
@@ -110,6 +132,8 @@ class _Alloc:
     terminal: Event | None = None  # first Node.UpdateAlloc request with a terminal status
     task_seen: set[tuple[str, str, int]] = field(default_factory=set)
     modify_index: Any = None
+    last_t: int = 0  # capture time of the last message about it
+    purged: bool = False  # a purge of its job was seen
 
 
 def _path(raw: str) -> str:
@@ -180,19 +204,118 @@ def _str(v: Any) -> str | None:
 
 
 class NomadTimelines:
-    """Collects Nomad events from messages, then builds one timeline per allocation."""
+    """Collects Nomad events from messages and builds one timeline per allocation.
 
-    def __init__(self) -> None:
+    `emit(timeline)` is called with each allocation's timeline dict as soon as it is
+    complete (module docstring, "Streaming"); without `emit` they are collected and
+    `timelines()` returns them all. `job_runs`: job id -> run (requests.jsonl). `sweep`:
+    False keeps everything until `timelines()` (messages not in capture-time order).
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+        job_runs: dict[str, Any] | None = None,
+        *,
+        sweep: bool = True,
+        finish_ns: int = FINISH_NS,
+        grace_ns: int = GRACE_NS,
+        purge_grace_ns: int = PURGE_GRACE_NS,
+        idle_ns: int = IDLE_NS,
+    ) -> None:
         # job id -> its registrations / deregistrations, in capture order
         self.registers: dict[str, list[_JobEvent]] = {}
         self.deregisters: dict[str, list[_JobEvent]] = {}
-        self.allocs: dict[str, _Alloc] = {}
+        self.allocs: OrderedDict[str, _Alloc] = OrderedDict()  # least recently touched first
+        self.emit = emit
+        self.job_runs = dict(job_runs or {})
+        self.sweeping = sweep
+        self.finish_ns, self.grace_ns = finish_ns, grace_ns
+        self.purge_grace_ns, self.idle_ns = purge_grace_ns, idle_ns
+        self.done: dict[str, int] = {}  # alloc id -> capture time at which to emit it
+        self.gone: dict[str, int] = {}  # emitted alloc id -> when (oldest first)
+        self.job_t: OrderedDict[str, int] = OrderedDict()  # job -> last (de)registration
+        self.now = 0  # capture time: the latest message time seen (ns)
+        self._swept = 0
+        self.emitted = 0
+        self.late = 0  # messages about an allocation already emitted, ignored
+        self._out: list[dict[str, Any]] = []
 
-    def _alloc(self, alloc_id: str) -> _Alloc:
+    def _alloc(self, alloc_id: str, t: int = 0) -> _Alloc | None:
+        """The live allocation `alloc_id` (created if new), None if already emitted."""
         a = self.allocs.get(alloc_id)
         if a is None:
+            if alloc_id in self.gone:
+                self.late += 1
+                return None
             a = self.allocs[alloc_id] = _Alloc(alloc_id)
+        else:
+            self.allocs.move_to_end(alloc_id)
+        if t > a.last_t:
+            a.last_t = t
         return a
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def live(self) -> dict[str, int]:
+        """Sizes of the state held (allocs, jobs, done, gone): bounded, not growing with
+        the capture."""
+        return {"allocs": len(self.allocs), "jobs": len(self.job_t), "done": len(self.done),
+                "gone": len(self.gone)}
+
+    def _clock(self, t: int) -> None:
+        if t > self.now:
+            self.now = t
+        if self.sweeping and self.now - self._swept >= SWEEP_NS:
+            self.tick(self.now)
+
+    def tick(self, now_ns: int) -> None:
+        """Emit the allocations due at capture time `now_ns` and forget stale state."""
+        if now_ns > self.now:
+            self.now = now_ns
+        now = self.now
+        self._swept = now
+        for aid in [k for k, due in self.done.items() if due <= now]:
+            self._emit(aid)
+        idle = now - self.idle_ns
+        while self.allocs:
+            a = next(iter(self.allocs.values()))
+            if a.last_t >= idle:
+                break
+            self._emit(a.id)
+        if self.job_t and next(iter(self.job_t.values())) < idle:
+            busy = {a.job for a in self.allocs.values()}
+            while self.job_t:
+                job, t = next(iter(self.job_t.items()))
+                if t >= idle:
+                    break
+                if job in busy:
+                    self.job_t.move_to_end(job)
+                    self.job_t[job] = now
+                    continue
+                del self.job_t[job]
+                self.registers.pop(job, None)
+                self.deregisters.pop(job, None)
+        forget = now - gone_ns(self.idle_ns)  # emitted ids: kept longer, they are small
+        while self.gone:
+            aid, t = next(iter(self.gone.items()))
+            if t >= forget:
+                break
+            del self.gone[aid]
+
+    def _emit(self, aid: str) -> None:
+        a = self.allocs.pop(aid)
+        self.done.pop(aid, None)
+        self.gone[aid] = self.now
+        tl = self._timeline(a)
+        self.emitted += 1
+        if self.emit is not None:
+            self.emit(tl)
+        else:
+            self._out.append(tl)
+
+    def _job_seen(self, job: str, t: int) -> None:
+        self.job_t[job] = max(t, self.job_t.pop(job, 0))
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -206,6 +329,7 @@ class NomadTimelines:
         self._http_exchange(req, None)
 
     def _http_exchange(self, req: HttpMessage, resp: HttpMessage | None) -> None:
+        self._clock(resp.t_last_ns if resp is not None else req.t_last_ns)
         path = _path(req.path)
         method = req.method
         if method in ("PUT", "POST"):
@@ -230,6 +354,7 @@ class NomadTimelines:
                     attrs["eval_id"] = je.eval_id
                 je.reply = Event(resp.t_last_ns, req.conn[2], EV_REGISTER_REPLY, attrs)
             self.registers.setdefault(job, []).append(je)
+            self._job_seen(job, req.t_first_ns)
         elif method == "DELETE":
             m = _JOB_PATH.match(path)
             if not m:
@@ -254,11 +379,25 @@ class NomadTimelines:
                 if je.eval_id:
                     attrs["eval_id"] = je.eval_id
                 je.reply = Event(resp.t_last_ns, req.conn[2], EV_DEREGISTER_REPLY, attrs)
-            self.deregisters.setdefault(job, []).append(je)
+            self._deregistered(je, bool(je.event.attrs["purge"]))
 
     # -- RPC -------------------------------------------------------------------------------
 
+    def _deregistered(self, je: _JobEvent, purge: bool) -> None:
+        self.deregisters.setdefault(je.job, []).append(je)
+        self._job_seen(je.job, je.event.t_ns)
+        if purge:
+            for a in self.allocs.values():
+                if a.job == je.job:
+                    a.purged = True
+                    self._due(a, self.finish_ns if a.terminal else self.purge_grace_ns)
+
+    def _due(self, a: _Alloc, after_ns: int) -> None:
+        due = self.now + after_ns
+        self.done[a.id] = min(self.done.get(a.id, due), due)
+
     def add_rpc(self, msg: RpcMessage) -> None:
+        self._clock(msg.t_last_ns)
         body = msg.body if isinstance(msg.body, dict) else {}
         method = msg.method
         if msg.direction == "request":
@@ -267,7 +406,9 @@ class NomadTimelines:
                 for aid in ids if isinstance(ids, list) else []:
                     if not isinstance(aid, str):
                         continue
-                    a = self._alloc(aid)
+                    a = self._alloc(aid, msg.t_last_ns)
+                    if a is None:
+                        continue
                     ev = Event(msg.t_first_ns, msg.sender, EV_PULL, {"alloc": aid})
                     a.events.append(ev)
                     if a.pull is None:
@@ -287,8 +428,10 @@ class NomadTimelines:
                 for aid, index in allocs.items():
                     if not isinstance(aid, str):
                         continue
-                    a = self._alloc(aid)
-                    if a.modify_index == index and a.events:
+                    if aid in self.gone:
+                        continue  # still listed after its timeline went: not news
+                    a = self._alloc(aid, msg.t_last_ns)
+                    if a is None or (a.modify_index == index and a.events):
                         continue
                     a.modify_index = index
                     ev = Event(
@@ -305,7 +448,9 @@ class NomadTimelines:
             for item in allocs if isinstance(allocs, list) else []:
                 if not isinstance(item, dict) or not _str(item.get("ID")):
                     continue
-                a = self._alloc(item["ID"])
+                a = self._alloc(item["ID"], msg.t_last_ns)
+                if a is None:
+                    continue
                 a.job = _str(item.get("JobID")) or a.job
                 a.eval_id = _str(item.get("EvalID")) or a.eval_id
                 attrs = {"alloc": a.id}
@@ -360,6 +505,7 @@ class NomadTimelines:
         attrs: dict[str, Any] = {"job": job, "via": "rpc"}
         if req.method == "Job.Deregister":
             attrs["purge"] = bool(body.get("Purge"))
+        self._clock(resp.t_last_ns if resp is not None else req.t_last_ns)
         je = _JobEvent(job, Event(req.t_first_ns, req.sender, name, attrs), via="rpc")
         if resp is not None:
             rb = resp.body if isinstance(resp.body, dict) else {}
@@ -370,7 +516,11 @@ class NomadTimelines:
             if resp.error:
                 rattrs["error"] = resp.error[:200]
             je.reply = Event(resp.t_last_ns, resp.sender, reply_name, rattrs)
-        target.setdefault(job, []).append(je)
+        if target is self.deregisters:
+            self._deregistered(je, bool(attrs["purge"]))
+        else:
+            target.setdefault(job, []).append(je)
+            self._job_seen(job, je.event.t_ns)
 
     def _update_alloc(self, msg: RpcMessage, item: Any) -> None:
         if not isinstance(item, dict) or not _str(item.get("ID")):
@@ -378,7 +528,9 @@ class NomadTimelines:
         status = item.get("ClientStatus")
         if not isinstance(status, str):
             return
-        a = self._alloc(item["ID"])
+        a = self._alloc(item["ID"], msg.t_last_ns)
+        if a is None:
+            return
         self._task_events(msg, a, item.get("TaskStates"))
         if status in a.statuses:
             return
@@ -399,6 +551,7 @@ class NomadTimelines:
             a.running = ev
         if status in TERMINAL and a.terminal is None:
             a.terminal = ev
+            self._due(a, self.finish_ns if a.purged else self.grace_ns)
 
     def _task_events(self, msg: RpcMessage, a: _Alloc, states: Any) -> None:
         """Task events carried in an UpdateAlloc's TaskStates (times: the client's clock)."""
@@ -457,82 +610,90 @@ class NomadTimelines:
         return min(cands, key=lambda d: d.event.t_ns) if cands else None
 
     def timelines(self, job_runs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """One timeline dict per allocation (shape in vimprof/phases.py), by first event.
-
-        Consumes the collected allocations (call it once).
+        """Emit every allocation still held; returns the timeline dicts (vimprof/phases.py
+        shape) by first event when no `emit` callback was given, else []. Call it once, at
+        the end of the capture (after the unanswered requests were handed over).
         """
-        job_runs = job_runs or {}
-        out = []
-        while self.allocs:  # consumed as built: Event objects go as their dicts appear
-            _id, a = self.allocs.popitem()
-            issues: list[str] = []
-            events = list(a.events)
-            reg = self._register_for(a)
-            if a.job is None:
-                issues.append(
-                    "job unknown: no Alloc.GetAllocs response for this allocation in the capture"
-                )
-            elif reg is None:
-                issues.append(
-                    f"missing event {EV_REGISTER} for job {a.job} before the "
-                    "allocation reached the client"
-                )
-            if reg is not None:
-                events.append(reg.event)
-                if reg.reply is not None:
-                    events.append(reg.reply)
-                for d in self.deregisters.get(a.job or "", ()):
-                    if d.job == a.job and d.event.t_ns >= reg.event.t_ns:
-                        events.append(d.event)
-                        if d.reply is not None:
-                            events.append(d.reply)
-            phases: dict[str, dict[str, Any]] = {}
-            reg_ev = reg.event if reg is not None else None
-
-            running_name = f"{EV_UPDATE} (client_status running)"
-            _phase(phases, issues, "api", reg_ev, reg.reply if reg else None, EV_REGISTER,
-                   EV_REGISTER_REPLY)
-            _phase(phases, issues, "client_pickup", a.reach, a.pull_reply,
-                   f"{EV_CLIENT_ALLOCS} or {EV_PULL}", EV_PULL_REPLY)
-            _phase(phases, issues, "task_start", a.pull_reply, a.started, EV_PULL_REPLY,
-                   EV_STARTED)
-            _phase(phases, issues, "notification", a.started, a.running, EV_STARTED,
-                   running_name)
-            dereg = self._deregister_for(a, reg)
-            if dereg is not None and a.terminal is not None:
-                _phase(phases, issues, "stop", dereg.event, a.terminal, EV_DEREGISTER,
-                       f"{EV_UPDATE} (terminal client_status)")
-            elif dereg is not None:
-                issues.append(
-                    f"stop left out: missing event {EV_UPDATE} (terminal client_status) "
-                    "after Job.Deregister"
-                )
-            _phase(
-                phases,
-                issues,
-                "scheduling",
-                reg_ev,
-                a.reach,
-                EV_REGISTER,
-                f"{EV_CLIENT_ALLOCS} or {EV_PULL}",
-            )
-            _phase(phases, issues, "instantiation", a.pull, a.running, EV_PULL, running_name)
-            _phase(phases, issues, NOMAD.total, reg_ev, a.running, EV_REGISTER, running_name)
-            events.sort(key=lambda e: (e.t_ns, e.name))
-            out.append(
-                {
-                    "vim": NOMAD.vim,
-                    "instance": a.id,
-                    "job": a.job,
-                    "run": job_runs.get(a.job) if a.job is not None else None,
-                    "complete": all(p in phases for p in NOMAD.all),
-                    "issues": _dedupe(issues),
-                    "events": [e.as_dict() for e in events],
-                    "phases": phases,
-                }
-            )
-        out.sort(key=lambda r: (r["events"][0]["t_ns"] if r["events"] else 0, r["instance"]))
+        if job_runs is not None:
+            self.job_runs = dict(job_runs)
+        while self.allocs:
+            self._emit(next(iter(self.allocs)))
+        out, self._out = self._out, []
+        out.sort(key=timeline_key)
         return out
+
+    def _timeline(self, a: _Alloc) -> dict[str, Any]:
+        """The timeline dict of one allocation."""
+        job_runs = self.job_runs
+        issues: list[str] = []
+        events = list(a.events)
+        reg = self._register_for(a)
+        if a.job is None:
+            issues.append(
+                "job unknown: no Alloc.GetAllocs response for this allocation in the capture"
+            )
+        elif reg is None:
+            issues.append(
+                f"missing event {EV_REGISTER} for job {a.job} before the "
+                "allocation reached the client"
+            )
+        if reg is not None:
+            events.append(reg.event)
+            if reg.reply is not None:
+                events.append(reg.reply)
+            for d in self.deregisters.get(a.job or "", ()):
+                if d.job == a.job and d.event.t_ns >= reg.event.t_ns:
+                    events.append(d.event)
+                    if d.reply is not None:
+                        events.append(d.reply)
+        phases: dict[str, dict[str, Any]] = {}
+        reg_ev = reg.event if reg is not None else None
+
+        running_name = f"{EV_UPDATE} (client_status running)"
+        _phase(phases, issues, "api", reg_ev, reg.reply if reg else None, EV_REGISTER,
+               EV_REGISTER_REPLY)
+        _phase(phases, issues, "client_pickup", a.reach, a.pull_reply,
+               f"{EV_CLIENT_ALLOCS} or {EV_PULL}", EV_PULL_REPLY)
+        _phase(phases, issues, "task_start", a.pull_reply, a.started, EV_PULL_REPLY,
+               EV_STARTED)
+        _phase(phases, issues, "notification", a.started, a.running, EV_STARTED,
+               running_name)
+        dereg = self._deregister_for(a, reg)
+        if dereg is not None and a.terminal is not None:
+            _phase(phases, issues, "stop", dereg.event, a.terminal, EV_DEREGISTER,
+                   f"{EV_UPDATE} (terminal client_status)")
+        elif dereg is not None:
+            issues.append(
+                f"stop left out: missing event {EV_UPDATE} (terminal client_status) "
+                "after Job.Deregister"
+            )
+        _phase(
+            phases,
+            issues,
+            "scheduling",
+            reg_ev,
+            a.reach,
+            EV_REGISTER,
+            f"{EV_CLIENT_ALLOCS} or {EV_PULL}",
+        )
+        _phase(phases, issues, "instantiation", a.pull, a.running, EV_PULL, running_name)
+        _phase(phases, issues, NOMAD.total, reg_ev, a.running, EV_REGISTER, running_name)
+        events.sort(key=lambda e: (e.t_ns, e.name))
+        return {
+            "vim": NOMAD.vim,
+            "instance": a.id,
+            "job": a.job,
+            "run": job_runs.get(a.job) if a.job is not None else None,
+            "complete": all(p in phases for p in NOMAD.all),
+            "issues": _dedupe(issues),
+            "events": [e.as_dict() for e in events],
+            "phases": phases,
+        }
+
+
+def timeline_key(tl: dict[str, Any]) -> tuple[int, str]:
+    """Order of timelines.jsonl: by first event time, then instance id."""
+    return (tl["events"][0]["t_ns"] if tl["events"] else 0, tl["instance"])
 
 
 def _phase(
@@ -577,7 +738,7 @@ def build_timelines(
     Requests without a response in the capture still count (their reply event is missing).
     `job_runs` maps job id -> the "run" value recorded by the pusher in requests.jsonl.
     """
-    t = NomadTimelines()
+    t = NomadTimelines(sweep=False)
     for m in http:
         if m.kind != "request" and m.request is not None:
             t.add_http(m)

@@ -118,6 +118,14 @@ def to_py(obj: Any, depth: int = 0) -> Any:
 
     Map keys that are secrets (SECRET_KEYS) are dropped with their values.
     """
+    t = type(obj)
+    if t is bytes:
+        try:
+            return obj.decode("utf-8")
+        except UnicodeDecodeError:
+            return obj
+    if t is int or t is bool or t is float or obj is None:
+        return obj
     if isinstance(obj, bytes):
         try:
             return obj.decode("utf-8")
@@ -125,16 +133,36 @@ def to_py(obj: Any, depth: int = 0) -> Any:
             return obj
     if depth > 100:
         return obj
-    if isinstance(obj, dict):
+    d1 = depth + 1
+    if t is dict or isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            key = to_py(k, depth + 1) if isinstance(k, bytes) else k
-            if isinstance(key, str) and key in SECRET_KEYS:
+            if type(k) is bytes:
+                try:
+                    k = k.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    if k in SECRET_KEYS:
+                        continue
+            elif isinstance(k, bytes):
+                k = to_py(k, d1)
+                if isinstance(k, str) and k in SECRET_KEYS:
+                    continue
+            elif isinstance(k, str) and k in SECRET_KEYS:
                 continue
-            out[key] = to_py(v, depth + 1)
+            tv = type(v)
+            if tv is bytes:
+                try:  # noqa: SIM105 - contextlib.suppress is slower on this hot path
+                    v = v.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            elif tv is not int and tv is not bool and v is not None:
+                v = to_py(v, d1)
+            out[k] = v
         return out
-    if isinstance(obj, list | tuple):
-        return [to_py(v, depth + 1) for v in obj]
+    if t is list or isinstance(obj, list | tuple):
+        return [to_py(v, d1) for v in obj]
     return obj
 
 
@@ -175,6 +203,21 @@ def compile_fields(schema: Any) -> Any:
     return {k.encode(): (k, compile_fields(v)) for k, v in schema.items()}
 
 
+_COMPILED: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _compiled_body_fields(body_fields: dict[str, Any]) -> dict[str, Any]:
+    """compile_fields of each method of `body_fields`, cached per mapping object (one
+    analysis opens thousands of connections with the same BODY_FIELDS)."""
+    hit = _COMPILED.get(id(body_fields))
+    if hit is not None and hit[0] is body_fields:
+        return hit[1]
+    compiled = {m: compile_fields(f) for m, f in body_fields.items()}
+    if body_fields is BODY_FIELDS:
+        _COMPILED[id(body_fields)] = (body_fields, compiled)
+    return compiled
+
+
 _STAR = b"*"
 
 
@@ -185,26 +228,42 @@ def prune(obj: Any, schema: Any, depth: int = 0) -> Any:
         return to_py(obj, depth)
     if depth > 100:
         return None
+    d1 = depth + 1
     if isinstance(schema, list):
         if not isinstance(obj, list):
             return None
         sub = schema[0]
-        return [prune(v, sub, depth + 1) for v in obj]
+        if sub is True:
+            return [to_py(v, d1) for v in obj]
+        return [prune(v, sub, d1) for v in obj]
     if not isinstance(obj, dict):
         return None
     star = schema.get(_STAR)
     if star is None:
         out = {}
+        get = obj.get
         for bkey, (key, sub) in schema.items():
-            v = obj.get(bkey, _MISSING)
-            if v is not _MISSING:
-                out[key] = prune(v, sub, depth + 1)
+            v = get(bkey, _MISSING)
+            if v is _MISSING:
+                continue
+            if sub is True:
+                tv = type(v)
+                if tv is bytes:
+                    try:  # noqa: SIM105 - contextlib.suppress is slower on this hot path
+                        v = v.decode("utf-8")
+                    except UnicodeDecodeError:
+                        pass
+                elif tv is not int and tv is not bool and v is not None:
+                    v = to_py(v, d1)
+                out[key] = v
+            else:
+                out[key] = prune(v, sub, d1)
         return out
     out = {}
     for k, v in obj.items():
         key = to_py(k) if isinstance(k, bytes) else k
         if isinstance(key, str) and key not in SECRET_KEYS:
-            out[key] = prune(v, star[1], depth + 1)
+            out[key] = prune(v, star[1], d1)
     return out
 
 
@@ -255,6 +314,12 @@ class RpcStats:
         self.skipped_connections[why] = self.skipped_connections.get(why, 0) + 1
 
 
+# Unpackers between messages, for reuse (only small ones: an Unpacker keeps its buffer).
+_POOL: list[Any] = []
+_POOL_SIZE = 8
+_POOL_MAX_BYTES = 256 * 1024
+
+
 class _MsgpackRpcStream:
     """msgpack-rpc decoder of one direction of one stream (yamux stream or plain connection)."""
 
@@ -283,24 +348,49 @@ class _MsgpackRpcStream:
         self._syncing = False
         self.skip_body = False
         self.fed = 0
+        self.t0 = 0
         self.raw = bytearray()  # bytes of the message in flight (to rescan after garbage)
         self.raw_base = 0  # absolute offset of raw[0] (where the next message starts)
 
     def _new_unpacker(self, base: int) -> None:
-        # An Unpacker costs ~40 KB (its parse stack): made when bytes arrive, released at
-        # each message boundary (see _drain), so thousands of idle streams stay cheap.
-        self.unpacker = msgpack.Unpacker(
-            raw=True, strict_map_key=False, max_buffer_size=MAX_MSG, use_list=True
-        )
-        self.unpacker_base = base
-        self.obj_start = 0
-        self.fed = 0
+        # An Unpacker costs ~40 KB (its parse stack): taken when bytes arrive, given back at
+        # each message boundary (see _drain), so thousands of idle streams stay cheap; a
+        # small pool saves making one per message. Offsets: obj_start, fed and header_start
+        # count in the unpacker's tell() units; absolute = unpacker_base + those.
+        up = _POOL.pop() if _POOL else None
+        if up is None:
+            up = msgpack.Unpacker(
+                raw=True, strict_map_key=False, max_buffer_size=MAX_MSG, use_list=True
+            )
+        t0 = up.tell()
+        self.unpacker = up
+        self.unpacker_base = base - t0
+        self.obj_start = t0
+        self.fed = t0
+        self.t0 = t0
         self.header = None
         self.raw = bytearray()
         self.raw_base = base
 
     def feed(self, t_ns: int, data: bytes) -> None:
         if self.ignored or not data:
+            return
+        if not self.expect_mode_byte and self.sync_buf is None:
+            # the common case, in sync (_feed_unpacker inline)
+            n = len(data)
+            self.times.add(t_ns, n)
+            up = self.unpacker
+            if up is None:
+                self._new_unpacker(self.raw_base)
+                up = self.unpacker
+            self.raw += data
+            self.fed += n
+            try:
+                up.feed(data)
+            except Exception:  # BufferFull: a length field that is not real
+                self._lose(self.unpacker_base + self.obj_start + 1)
+                return
+            self._drain()
             return
         start = self.times.end
         self.times.add(t_ns, len(data))
@@ -366,19 +456,25 @@ class _MsgpackRpcStream:
     def _drain(self) -> None:
         up = self.unpacker
         while True:
+            header = self.header
+            if self.obj_start == self.fed:
+                # every byte fed is consumed (the unpacker would raise OutOfData)
+                if header is None:
+                    # a message boundary with nothing buffered: release the unpacker
+                    self.raw_base = self.unpacker_base + self.fed
+                    self.raw.clear()
+                    self.unpacker = None
+                    if self.fed - self.t0 < _POOL_MAX_BYTES and len(_POOL) < _POOL_SIZE:
+                        _POOL.append(up)  # clean: nothing buffered, between objects
+                return
             try:
-                if self.skip_body and self.header is not None:
+                if header is not None and self.skip_body:
                     up.skip()  # a body the analysis does not read: no objects built
                     obj = None
                 else:
                     obj = up.unpack()
             except msgpack.OutOfData:
-                if self.header is None and self.obj_start == self.fed:
-                    # a message boundary with nothing buffered: release the unpacker
-                    self.raw_base = self.unpacker_base + self.fed
-                    self.raw.clear()
-                    self.unpacker = None
-                return
+                return  # the object in flight continues in the next bytes
             except Exception:  # FormatError, StackError, unhashable key, ...
                 self._lose(self.unpacker_base + self.obj_start + 1)
                 return
@@ -386,8 +482,14 @@ class _MsgpackRpcStream:
             end = up.tell()
             self.obj_start = end
             base = self.unpacker_base
-            if self.header is None:
-                if not _is_header(obj, self.is_request):
+            if header is None:
+                # _is_header inline
+                if (
+                    type(obj) is not dict
+                    or type(obj.get(_K_METHOD)) is not bytes
+                    or not isinstance(obj.get(_K_SEQ), int)
+                    or (_K_ERROR in obj) == self.is_request
+                ) and not _is_header(obj, self.is_request):
                     self._lose(base + start + 1)
                     return
                 self.header = obj
@@ -395,17 +497,24 @@ class _MsgpackRpcStream:
                 wanted = self.owner.body_methods
                 self.skip_body = wanted is not None and obj[_K_METHOD] not in wanted
                 continue
-            header = self.header
             self.header = None
-            self._trim_raw(base + end)
+            upto = base + end
+            n = upto - self.raw_base
+            if n > 0:  # forget the raw bytes of this message
+                if n >= len(self.raw):
+                    self.raw.clear()
+                else:
+                    del self.raw[:n]
+                self.raw_base = upto
+            times = self.times
             self.owner.emit(
                 self,
                 header,
                 obj,
-                self.times.time_at(base + self.header_start),
-                self.times.time_at(base + end - 1),
+                times.time_at(base + self.header_start),
+                times.time_at(upto - 1),
             )
-            self.times.trim(base + end)
+            times.trim(upto)
 
     def _trim_raw(self, upto: int) -> None:
         """Forget raw bytes before absolute offset `upto` (a message boundary)."""
@@ -460,6 +569,13 @@ class _MsgpackRpcStream:
             self._syncing = False
 
 
+def _utf8(b: bytes) -> str | bytes:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b
+
+
 def _is_header(obj: Any, is_request: bool) -> bool:
     if not isinstance(obj, dict) or _K_METHOD not in obj or _K_SEQ not in obj:
         return False
@@ -480,9 +596,75 @@ class _YamuxFramer:
         self.syncing = syncing
 
     def feed(self, t_ns: int, data: bytes) -> None:
-        self.times.add(t_ns, len(data))
-        self.buf += data
-        self._run()
+        buf = self.buf
+        frame = self.owner.frame
+        d = self.direction
+        unpack = YAMUX_HEADER.unpack_from
+        if buf or self.syncing:
+            if len(buf) != 12 or self.syncing:
+                self.times.add(t_ns, len(data))
+                buf += data
+                self._run()
+                return
+            # A frame header alone in the buffer (yamux writes header and body apart, so
+            # they often travel in two segments): its payload straight from `data`.
+            version, ftype, flags, stream, length = unpack(buf, 0)
+            if (
+                ftype != YAMUX_DATA
+                or version
+                or flags > 0xF
+                or not stream
+                or length > MAX_FRAME
+                or length > len(data)
+            ):
+                self.times.add(t_ns, len(data))
+                buf += data
+                self._run()
+                return
+            buf.clear()
+            self.base += 12 + length
+            self.times.skip(length)  # (the chunk list is trimmed before each add below)
+            if length == len(data):
+                frame(d, ftype, flags, stream, data, t_ns, None)
+                return
+            frame(d, ftype, flags, stream, data[:length], t_ns, None)
+            data = data[length:]
+        # Fast path (nothing buffered, in sync): whole frames straight from `data`, no copy
+        # into the buffer; the rest (a frame cut by the segment end, or bytes that are not a
+        # frame) goes through the buffer as above. Same results.
+        n = len(data)
+        i = 0
+        bad = False  # stopped at a header that is not plausible: _run resyncs
+        try:
+            while n - i >= 12:
+                version, ftype, flags, stream, length = unpack(data, i)
+                if ftype == YAMUX_DATA:
+                    if version or flags > 0xF or not stream or length > MAX_FRAME:
+                        bad = True
+                        break
+                    end = i + 12 + length
+                    if end > n:
+                        break
+                    payload = data[i + 12 : end]
+                    i = end
+                    frame(d, ftype, flags, stream, payload, t_ns, None)
+                else:
+                    if not _plausible(version, ftype, flags, stream, length):
+                        bad = True
+                        break
+                    i += 12
+                    frame(d, ftype, flags, stream, b"", t_ns, None)
+        finally:
+            if i:
+                self.base += i
+                self.times.skip(i)
+        if i < n:
+            self.times.trim(self.base)
+            self.times.add(t_ns, n - i)
+            buf += data[i:] if i else data
+            if bad:
+                self._run()
+            # else: a frame cut by the segment end; _run would only find it incomplete
 
     def gap(self, missing: int) -> None:
         self.owner.stats.garbage_bytes += len(self.buf)
@@ -522,10 +704,10 @@ class _YamuxFramer:
                 pieces = self.times.pieces(self.base + 12, self.base + 12 + length)
                 payload = bytes(buf[12 : 12 + length])
                 self._consume(12 + length)
-                self.owner.yamux_frame(self.direction, ftype, flags, stream, payload, pieces)
+                self.owner.frame(self.direction, ftype, flags, stream, payload, 0, pieces)
             else:
                 self._consume(12)
-                self.owner.yamux_frame(self.direction, ftype, flags, stream, b"", [])
+                self.owner.frame(self.direction, ftype, flags, stream, b"", 0, [])
 
     def _sync(self) -> bool:
         """Find a chain of two plausible headers; drop the bytes before it."""
@@ -575,17 +757,15 @@ class NomadRpcConnection:
         body_fields: dict[str, Any] | None = None,
     ):
         self.conn = conn
-        self.body_fields = (
-            None
-            if body_fields is None
-            else {m: compile_fields(f) for m, f in body_fields.items()}
-        )
+        self.body_fields = None if body_fields is None else _compiled_body_fields(body_fields)
         self.body_methods = (
             None if body_fields is None else frozenset(m.encode() for m in body_fields)
         )
         self.on_message = on_message
         self.stats = stats
         stats.connections += 1
+        self._tuple = conn.tuple
+        self._senders = (conn.client[0], conn.server[0])
         self.label = "{}:{} -> {}:{}".format(*conn.tuple)
         self.mode: int | None = None
         self.skipped = False
@@ -595,6 +775,8 @@ class NomadRpcConnection:
         self.pending: dict[tuple[int, int], RpcMessage] = {}
         self.early: list[tuple[int, int, bytes]] = []  # server bytes before the mode byte
         self._tls_checked = [False, False]
+        # per direction: the framer's / stream's feed once data() has nothing else to do
+        self._feeds: list[Callable[[int, bytes], None] | None] = [None, None]
         if not conn.syn_seen:
             # The connection began before the capture: Nomad clients dial 0x06 (yamux), so
             # decode it as yamux from the next frame boundary found. Routine (agents connect
@@ -606,6 +788,7 @@ class NomadRpcConnection:
 
     def _start(self, mode: int, syncing: bool = False) -> None:
         self.mode = mode
+        self._feeds = [None, None]
         if mode in (RPC_MULTIPLEX, RPC_MULTIPLEX_V2):
             self.framers = (_YamuxFramer(self, 0, syncing), _YamuxFramer(self, 1, syncing))
         elif mode == RPC_NOMAD:
@@ -635,6 +818,22 @@ class NomadRpcConnection:
     # -- tcp.StreamHandler -----------------------------------------------------------------
 
     def data(self, direction: int, t_ns: int, data: bytes) -> None:
+        feed = self._feeds[direction]
+        if feed is not None:
+            feed(t_ns, data)  # mode known, TLS checked: straight to the framer / stream
+            return
+        self._data(direction, t_ns, data)
+        if (
+            not self.skipped
+            and self.mode is not None
+            and (self.conn.syn_seen or self._tls_checked[direction])
+        ):
+            if self.framers is not None:
+                self._feeds[direction] = self.framers[direction].feed
+            elif self.plain is not None:
+                self._feeds[direction] = self.plain[direction].feed
+
+    def _data(self, direction: int, t_ns: int, data: bytes) -> None:
         if self.skipped:
             return
         if not self.conn.syn_seen and not self._tls_checked[direction]:
@@ -702,6 +901,20 @@ class NomadRpcConnection:
         payload: bytes,
         pieces: list[tuple[int, int, int]],
     ) -> None:
+        """One yamux frame; `pieces`: (t_ns, from, to) of the segments its payload came in."""
+        self.frame(direction, ftype, flags, stream, payload, 0, pieces)
+
+    def frame(
+        self,
+        direction: int,
+        ftype: int,
+        flags: int,
+        stream: int,
+        payload: bytes,
+        t_ns: int,
+        pieces: list[tuple[int, int, int]] | None,
+    ) -> None:
+        """yamux_frame, with `pieces` None when the whole payload came at `t_ns`."""
         if stream == 0:
             return  # session-level Ping / GoAway
         if flags & FLAG_SYN and ftype in (YAMUX_DATA, YAMUX_WINDOW_UPDATE):
@@ -715,7 +928,9 @@ class NomadRpcConnection:
                 # stream opened before the capture (or its SYN lost): odd ids are the dialler's
                 self._open_stream(stream, opener=0 if stream % 2 else 1, fresh=False)
                 s = self.streams[(stream, direction)]
-            if len(pieces) == 1 and pieces[0][2] - pieces[0][1] == len(payload):
+            if pieces is None:
+                s.feed(t_ns, payload)
+            elif len(pieces) == 1 and pieces[0][2] - pieces[0][1] == len(payload):
                 s.feed(pieces[0][0], payload)  # the whole frame came in one segment
             else:
                 s.feed_pieces(pieces, payload)
@@ -748,22 +963,23 @@ class NomadRpcConnection:
     def emit(
         self, s: _MsgpackRpcStream, header: dict[bytes, Any], body: Any, t_first: int, t_last: int
     ) -> None:
-        method = to_py(header.get(_K_METHOD, b""))
+        method = header.get(_K_METHOD, b"")
+        method = _utf8(method) if type(method) is bytes else to_py(method)
         seq = header.get(_K_SEQ, 0)
-        err = to_py(header.get(_K_ERROR, b""))
-        sender = self.conn.client[0] if s.direction == 0 else self.conn.server[0]
+        err = header.get(_K_ERROR, b"")
+        err = _utf8(err) if type(err) is bytes else to_py(err)
         msg = RpcMessage(
-            method=method if isinstance(method, str) else repr(method),
-            direction="request" if s.is_request else "response",
-            seq=seq,
-            error=err if isinstance(err, str) else repr(err),
-            body=to_py(body) if self.body_fields is None else self._prune(method, body),
-            t_first_ns=t_first,
-            t_last_ns=t_last,
-            conn=self.conn.tuple,
-            conn_id=self.conn.id,
-            stream=s.stream,
-            sender=sender,
+            method if isinstance(method, str) else repr(method),
+            "request" if s.is_request else "response",
+            seq,
+            err if isinstance(err, str) else repr(err),
+            to_py(body) if self.body_fields is None else self._prune(method, body),
+            t_first,
+            t_last,
+            self._tuple,
+            self.conn.id,
+            s.stream,
+            self._senders[s.direction],
         )
         key = (s.stream, seq)
         if s.is_request:

@@ -72,6 +72,8 @@ _IPV6 = struct.Struct("!IHBB16s16s")
 _TCP = struct.Struct("!HHIIBB")
 # IPv4 fields the fast path reads: total length, flags+fragment offset, protocol, addresses
 _IPV4_FAST = struct.Struct("!2xH2xH1xB2x4s4s")
+# the same followed by the TCP header fields (an IPv4 header without options: IHL 5)
+_IPV4_TCP_FAST = struct.Struct("!2xH2xH1xB2x4s4sHHIIBB")
 
 
 class Packet(NamedTuple):
@@ -109,21 +111,29 @@ CaptureSource = str | Path | tuple[str | Path, int]
 class PcapReader:
     """Iterate the TCP segments of a pcap or pcapng file, streaming.
 
-    Use as `with PcapReader(path) as r: for pkt in r: ...`. After (or during) iteration:
-    `truncated` (the file ends inside a record), `warnings` (list of str), `records`
-    (capture records read), `packets` (TCP segments yielded), `skipped` (records that were
-    not TCP over IPv4/IPv6, or IP fragments), `snapped` (TCP segments cut by the snaplen),
-    `linktypes` (set of link types seen), `unsupported` (pcapng interfaces' link types that
-    cannot be decoded: their packets are skipped with a warning; a classic pcap with one
-    raises VimprofError instead), `format` ("pcap" or "pcapng").
+    Use as `with PcapReader(path) as r: for pkt in r: ...`; `path` may also be an open
+    binary file object, of which only read(n) is used (two calls per classic pcap record).
+    After (or during) iteration: `truncated` (the file ends inside a record), `warnings`
+    (list of str), `records` (capture records read), `packets` (TCP segments yielded),
+    `skipped` (records that were not TCP over IPv4/IPv6, or IP fragments), `snapped` (TCP
+    segments cut by the snaplen), `linktypes` (set of link types seen), `unsupported`
+    (pcapng interfaces' link types that cannot be decoded: their packets are skipped with a
+    warning; a classic pcap with one raises VimprofError instead), `format` ("pcap" or
+    "pcapng").
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self._fh: BinaryIO = open(self.path, "rb", buffering=1 << 20)  # noqa: SIM115
-        except OSError as e:
-            raise VimprofError(f"cannot open capture {self.path}: {e.strerror}") from e
+    def __init__(self, path: str | Path | BinaryIO):
+        if hasattr(path, "read"):
+            # an open binary file object: only its read(n) is used (it may block; fewer
+            # than n bytes only at the real end), closed by close()
+            self._fh: BinaryIO = path  # type: ignore[assignment]
+            self.path = Path(str(getattr(path, "name", "<stream>")))
+        else:
+            self.path = Path(path)  # type: ignore[arg-type]
+            try:
+                self._fh = open(self.path, "rb", buffering=1 << 20)  # noqa: SIM115
+            except OSError as e:
+                raise VimprofError(f"cannot open capture {self.path}: {e.strerror}") from e
         self.truncated = False
         self.warnings: list[str] = []
         self.records = 0
@@ -165,6 +175,8 @@ class PcapReader:
         self._fh.close()
 
     def __iter__(self) -> Iterator[Packet]:
+        if self.format == "pcap":
+            return self._pcap_packets()
         return self.packets_iter()
 
     def packets_iter(self) -> Iterator[Packet]:
@@ -198,53 +210,77 @@ class PcapReader:
         )
 
     def _pcap_packets(self) -> Iterator[Packet]:
-        """packets_iter for classic pcap: the common case (Ethernet without VLAN, SLL, SLL2;
-        IPv4 with TCP, whole packets) decoded inline (the hot path of the analyzer), the
-        rest through decode_record; same results."""
-        records = self._pcap_raw()
-        first = next(records, None)
-        if first is None:
+        """packets_iter for classic pcap, in one generator (the hot path of the analyzer):
+        records read with two read(n) calls each, the common case (Ethernet without VLAN,
+        SLL, SLL2; IPv4 with TCP, whole packets) decoded inline with precompiled Structs,
+        the rest through decode_record; same results as decode_record for all."""
+        if not self._pcap_header():
             return
         linktype = self._linktype
+        frac_ns = self._frac_ns
         link = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL: 16, LINKTYPE_LINUX_SLL2: 20}.get(
             linktype, -1
         )
         et_off = {LINKTYPE_ETHERNET: 12, LINKTYPE_LINUX_SLL: 14, LINKTYPE_LINUX_SLL2: 0}.get(
             linktype, -1
         )
+        fast = link > 0
+        min_len = link + 40
         ntoa = socket.inet_ntoa
-        ipv4 = _IPV4_FAST.unpack_from
-        tcph = _TCP.unpack_from
+        iptcp = _IPV4_TCP_FAST.unpack_from
+        unpack_hdr = self._rec_hdr.unpack
+        read = self._fh.read
+        new = tuple.__new__
         cache: dict[bytes, str] = {}
-        for t_ns, data, origlen in _chain1(first, records):
-            n = len(data)
+        while True:
+            hdr = read(16)
+            if len(hdr) < 16:
+                if hdr:
+                    self._cut("a record header")
+                return
+            sec, frac, caplen, origlen = unpack_hdr(hdr)
+            if caplen > MAX_RECORD:
+                self._corrupt_record(caplen)
+                return
+            data = read(caplen)
+            if len(data) < caplen:
+                self._cut("a packet")
+                return
+            self.records += 1
+            t_ns = sec * 1_000_000_000 + frac * frac_ns
             if (
-                link > 0
-                and n >= link + 40
+                fast
+                and caplen >= min_len
                 and data[et_off] == 8
                 and data[et_off + 1] == 0
                 and data[link] == 0x45
-                and origlen == n
+                and origlen == caplen
             ):
-                total, frag, proto, src, dst = ipv4(data, link)
+                total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = iptcp(
+                    data, link
+                )
                 end = link + total
-                if proto == 6 and not frag & 0x3FFF and total >= 40 and end <= n:
+                if proto == 6 and not frag & 0x3FFF and total >= 40 and end <= caplen:
                     p = link + 20
-                    sport, dport, seq, ack, doff, flags = tcph(data, p)
                     hlen = (doff >> 4) * 4
                     if hlen >= 20 and p + hlen <= end:
                         s = cache.get(src)
                         if s is None:
+                            if len(cache) > 4096:
+                                cache.clear()
                             s = cache[src] = ntoa(src)
                         d = cache.get(dst)
                         if d is None:
+                            if len(cache) > 4096:
+                                cache.clear()
                             d = cache[dst] = ntoa(dst)
                         payload = data[p + hlen : end]
-                        if len(cache) > 4096:
-                            cache.clear()
                         self.packets += 1
-                        yield Packet(t_ns, s, sport, d, dport, seq, ack, flags, payload,
-                                     False, len(payload))
+                        yield new(
+                            Packet,
+                            (t_ns, s, sport, d, dport, seq, ack, flags, payload, False,
+                             end - p - hlen),
+                        )
                         continue
             pkt = decode_record(Record(t_ns, linktype, data, origlen))
             if pkt is None:
@@ -259,24 +295,40 @@ class PcapReader:
         for t_ns, data, origlen in self._pcap_raw():
             yield Record(t_ns, self._linktype, data, origlen)
 
-    def _pcap_raw(self) -> Iterator[tuple[int, bytes, int]]:
-        """(t_ns, captured bytes, wire length) of each record; sets self._linktype first."""
+    def _pcap_header(self) -> bool:
+        """Read the rest of the classic pcap file header; sets the link type, timestamp unit
+        and record header Struct. False if the file ends inside it."""
         rest = self._fh.read(20)
         if len(rest) < 20:
             self._cut("the file header")
-            return
+            return False
         head = self._head
         little = struct.unpack("<I", head)[0] in (PCAP_MAGIC_US, PCAP_MAGIC_NS)
         endian = "<" if little else ">"
         (magic,) = struct.unpack(endian + "I", head)
-        frac_ns = 1 if magic == PCAP_MAGIC_NS else 1000
+        self._frac_ns = 1 if magic == PCAP_MAGIC_NS else 1000
         _vmaj, _vmin, _zone, _sigfigs, _snaplen, network = struct.unpack(endian + "HHiIII", rest)
         # The upper bits of `network` may hold FCS info (LINKTYPE_ upper 16 bits); keep the type.
         linktype = network & 0x0FFFFFFF
         _check_linktype(linktype, self.path)
         self.linktypes.add(linktype)
         self._linktype = linktype
-        rec_hdr = struct.Struct(endian + "IIII")
+        self._rec_hdr = struct.Struct(endian + "IIII")
+        return True
+
+    def _corrupt_record(self, caplen: int) -> None:
+        self.truncated = True
+        self.warnings.append(
+            f"capture corrupt: record {self.records + 1} of {self.path} claims "
+            f"{caplen} bytes; reading stopped there"
+        )
+
+    def _pcap_raw(self) -> Iterator[tuple[int, bytes, int]]:
+        """(t_ns, captured bytes, wire length) of each record; sets self._linktype first."""
+        if not self._pcap_header():
+            return
+        frac_ns = self._frac_ns
+        rec_hdr = self._rec_hdr
         read = self._fh.read
         while True:
             hdr = read(16)
@@ -287,11 +339,7 @@ class PcapReader:
                 return
             sec, frac, caplen, origlen = rec_hdr.unpack(hdr)
             if caplen > MAX_RECORD:
-                self.truncated = True
-                self.warnings.append(
-                    f"capture corrupt: record {self.records + 1} of {self.path} claims "
-                    f"{caplen} bytes; reading stopped there"
-                )
+                self._corrupt_record(caplen)
                 return
             data = read(caplen)
             if len(data) < caplen:
@@ -583,11 +631,6 @@ def parse_capture_arg(arg: str) -> tuple[Path, int]:
         ) from e
 
 
-def _chain1(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
-    yield first
-    yield from rest
-
-
 def _source(src: CaptureSource) -> tuple[Path, int]:
     if isinstance(src, tuple):
         path, offset = src
@@ -651,7 +694,10 @@ class MergedReader:
 
     def __iter__(self) -> Iterator[Packet]:
         if len(self.readers) == 1:
-            return self._one(*self.readers[0])
+            reader, offset = self.readers[0]
+            if not offset:
+                return iter(reader)  # no wrapper generator: its errors raise as there
+            return self._one(reader, offset)
         return heapq.merge(*(self._one(r, o) for r, o in self.readers), key=_t_ns)
 
     def _sum(self, name: str) -> int:

@@ -73,7 +73,7 @@ class Connection:
         return (self.client[0], self.client[1], self.server[0], self.server[1])
 
 
-@dataclass
+@dataclass(slots=True)
 class _Half:
     """One direction's state: the next expected absolute sequence and out-of-order segments."""
 
@@ -138,6 +138,9 @@ class TcpReassembler:
         self.server_ports = frozenset(server_ports)
         self.max_buffered = max_buffered
         self._conns: dict[tuple[str, int, str, int], _Conn | None] = {}
+        # (src, sport, dst, dport) of either direction -> (connection, direction): the
+        # handled connections of _conns, for the per-packet fast paths
+        self._dirs: dict[tuple[str, int, str, int], tuple[_Conn, int]] = {}
         self.connections = 0
         self.gaps = 0
         self.retransmitted_bytes = 0
@@ -151,36 +154,39 @@ class TcpReassembler:
 
     def add(self, pkt: Packet) -> None:
         """Process one captured TCP segment (packets must come in capture order)."""
-        fwd = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        rev = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
-        key = fwd if fwd <= rev else rev
-        conn = self._conns.get(key, False)
+        hit = self._dirs.get(pkt[1:5])  # (src, sport, dst, dport)
         flags = pkt.flags
-        if conn and not flags & 0x07 and not conn.closed:
+        if hit is not None and not flags & 0x07:
             # Fast path (most segments): the next in-order bytes, nothing buffered, no
             # SYN/FIN/RST, whole payload. Same effect as the general path below.
-            info = conn.info
-            d = 0 if (pkt.src, pkt.sport) == info.client else 1
+            conn, d = hit
             half = conn.halves[d]
             payload = pkt.payload
             if (
-                half.next is not None
-                and pkt.seq == half.next_raw
+                pkt.seq == half.next_raw
+                and not conn.closed
+                and half.next is not None
                 and not half.pending
                 and half.fin_at is None
                 and not half.finished
                 and pkt.wire_len == len(payload)
             ):
+                info = conn.info
                 info.packets += 1
-                info.t_last_ns = pkt.t_ns
+                t_ns = pkt.t_ns
+                info.t_last_ns = t_ns
                 if payload:
                     n = len(payload)
                     half.next += n
                     half.next_raw = (half.next_raw + n) % MOD
-                    conn.handler.data(d, pkt.t_ns, payload)
+                    conn.handler.data(d, t_ns, payload)
                 if flags & ACK and not conn.closed and conn.halves[1 - d].pending:
-                    self._acked(conn, 1 - d, pkt.ack, pkt.t_ns)
+                    self._acked(conn, 1 - d, pkt.ack, t_ns)
                 return
+        fwd = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        rev = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        key = fwd if fwd <= rev else rev
+        conn = self._conns.get(key, False)
         if conn is not False and conn is not None and flags & SYN:
             # A SYN on a known tuple: same handshake (retransmitted SYN/SYN-ACK) or port reuse.
             d = self._direction(conn, pkt)
@@ -231,17 +237,43 @@ class TcpReassembler:
 
     def add_ack(self, pkt: Packet) -> None:
         """Process a pure ACK (no payload, flags exactly ACK): `add`'s result, faster."""
-        fwd = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        rev = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
-        conn = self._conns.get(fwd if fwd <= rev else rev)
-        if conn is None or conn.closed:
-            return  # ignored or closed (an unknown tuple opens on its first data segment)
+        hit = self._dirs.get(pkt[1:5])
+        if hit is None:
+            return  # ignored (an unknown tuple opens on its first data segment)
+        conn, d = hit
+        if conn.closed:
+            return
         info = conn.info
         info.packets += 1
         info.t_last_ns = pkt.t_ns
-        d = 0 if (pkt.src, pkt.sport) == info.client else 1
         if conn.halves[1 - d].pending:
             self._acked(conn, 1 - d, pkt.ack, pkt.t_ns)
+
+    def run(
+        self, packets: Iterable[Packet], ports: Iterable[int], expire_every: int = 0x4000
+    ) -> int:
+        """Feed `packets` (capture order) whose source or destination port is in `ports`
+        to `add` (pure ACKs to `add_ack`); others are skipped. Calls `expire(t_ns)` every
+        `expire_every` packets (all packets count). Returns the last packet's t_ns (0 if
+        there was none). The analyzer's packet loop."""
+        ports = frozenset(ports)
+        add = self.add
+        add_ack = self.add_ack
+        every = max(int(expire_every), 1)
+        n = 0
+        pkt = None
+        for pkt in packets:
+            # by index (faster than the names): 2 sport, 4 dport, 7 flags, 8 payload, 0 t_ns
+            if pkt[2] in ports or pkt[4] in ports:
+                if pkt[8] or pkt[7] != ACK:
+                    add(pkt)
+                else:
+                    add_ack(pkt)  # a pure ACK
+            n += 1
+            if n == every:
+                n = 0
+                self.expire(pkt[0])
+        return 0 if pkt is None else pkt[0]
 
     def expire(self, now_ns: int) -> int:
         """Close (reason "idle") and forget connections without a packet for more than
@@ -258,6 +290,7 @@ class TcpReassembler:
         for key in dead:
             conn = self._conns.pop(key)
             assert conn is not None
+            self._undir(key)
             if not conn.closed:
                 for d in (0, 1):
                     self._flush(conn, d, now_ns)
@@ -294,13 +327,20 @@ class TcpReassembler:
         handler = self.factory(info)
         if handler is None:
             self._conns[key] = None
+            self._undir(key)
             return None
         self.vim_connections += 1
         if self.keep_connections:
             self.all_connections.append(info)
         conn = _Conn(info, handler)
         self._conns[key] = conn
+        self._dirs[server + client] = (conn, 1)
+        self._dirs[client + server] = (conn, 0)  # second: a self-connection is direction 0
         return conn
+
+    def _undir(self, key: tuple[str, int, str, int]) -> None:
+        self._dirs.pop(key, None)
+        self._dirs.pop((key[2], key[3], key[0], key[1]), None)
 
     @staticmethod
     def _direction(conn: _Conn, pkt: Packet) -> int:
