@@ -160,3 +160,26 @@ def test_tuned_guest_has_no_balloon_or_rng_stock_keeps_novas():
     stock = ElementTree.fromstring(out["stock"])
     assert [b.get("model") for b in stock.findall("devices/memballoon")] == ["virtio"]
     assert stock.find("devices/rng") is not None  # Nova's default: hw_rng allowed
+
+
+def test_lifecycle_events_of_a_guest_just_launched_by_tuned_spawn_are_dropped():
+    out = run_py(f"""
+        import time
+        from nova.virt import event as ev
+        d = driver([])
+        got = []
+        d._compute_event_callback = lambda e: got.append([e.uuid, e.transition])
+        other = "0" * 8 + {UUID[8:]!r}
+        d._vimprof_launched = {{{UUID!r}: time.monotonic() + 5, other: time.monotonic() - 1}}
+        for uuid, t in (({UUID!r}, ev.EVENT_LIFECYCLE_STARTED),
+                        ({UUID!r}, ev.EVENT_LIFECYCLE_RESUMED),
+                        ({UUID!r}, ev.EVENT_LIFECYCLE_STOPPED),
+                        (other, ev.EVENT_LIFECYCLE_STARTED)):
+            d.emit_event(ev.LifecycleEvent(uuid, t))
+        print(json.dumps({{"got": got, "left": sorted(d._vimprof_launched)}}))
+    """)
+    other = "0" * 8 + UUID[8:]
+    # Started/Resumed of the fresh tuned guest are dropped; its Stopped passes, and so does
+    # Started of a guest whose launch window is over (and that entry is forgotten)
+    assert out["got"] == [[UUID, 1], [other, 0]]
+    assert out["left"] == [UUID]

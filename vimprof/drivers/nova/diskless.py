@@ -19,7 +19,8 @@ Two variants, chosen per image:
   backend's `qemu-img info`; the guest XML has no <disk>, no memory balloon
   (<memballoon model="none"/>) and no virtio RNG; RUNNING is polled every
   VIMPROF_NOVA_POLL_S seconds (default 0.01) instead of Nova's fixed 0.5 s; a guest without
-  ports is defined and started directly (no VIF plugging, no network-vif-plugged wait).
+  ports is defined and started directly (no VIF plugging, no network-vif-plugged wait), and
+  libvirt's Started/Resumed events of that fresh guest are not passed on (emit_event).
 
 Hook lines (vimprof.drivers.nova.hooks) go to $VIMPROF_NOVA_HOOKS. Source of the overridden
 methods: nova/virt/libvirt/driver.py (spawn, _create_image, _get_guest_xml,
@@ -34,6 +35,7 @@ import time
 
 from nova import exception
 from nova.compute import power_state
+from nova.virt import event as virtevent
 from nova.virt.libvirt import blockinfo, imagecache
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
@@ -53,6 +55,8 @@ DISKLESS_PROPERTY = "vimprof_diskless"
 POLL_ENV = "VIMPROF_NOVA_POLL_S"
 DEFAULT_POLL_S = 0.01
 BOOT_TIMEOUT_S = 60.0
+# How long after a tuned launch libvirt's Started/Resumed events of that guest are dropped.
+LAUNCH_EVENTS_S = 5.0
 CONSOLE = "console=ttyS0"
 
 
@@ -81,6 +85,7 @@ class DisklessLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         self._vimprof_spawning: dict[str, str] = {}  # instance uuid -> variant
         self._vimprof_diskless: set[str] = set()
+        self._vimprof_launched: dict[str, float] = {}  # uuid -> monotonic end of LAUNCH_EVENTS_S
 
     # -- which variant ------------------------------------------------------------------------
 
@@ -192,6 +197,7 @@ class DisklessLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             guest = libvirt_guest.Guest.create(xml, self._host)
             if power_on:
+                self._vimprof_launched[instance.uuid] = time.monotonic() + LAUNCH_EVENTS_S
                 guest.launch()
             return guest
         except Exception:
@@ -232,6 +238,30 @@ class DisklessLibvirtDriver(libvirt_driver.LibvirtDriver):
             if time.monotonic() > deadline:
                 raise exception.InstanceNotRunning(instance_id=instance.uuid)
             time.sleep(interval)
+
+    # -- lifecycle events ----------------------------------------------------------------------
+
+    def emit_event(self, event):
+        """Drop libvirt's Started/Resumed events of a guest the tuned spawn launched in the
+        last LAUNCH_EVENTS_S seconds; pass everything else to the compute manager.
+
+        For each, the manager fetches and refreshes the instance (two conductor calls,
+        nova/compute/manager.py handle_lifecycle_event, _sync_instance_power_state) to find
+        power state RUNNING, which the build saves itself. Stock Nova hides that work in its
+        0.5 s boot poll; once the tuned spawn returns in milliseconds it lands on the
+        vm_state=active save and the client's ACTIVE poll instead. Periodic power-state sync
+        (sync_power_state_interval) still covers the guest.
+        """
+        if isinstance(event, virtevent.LifecycleEvent) and event.transition in (
+                virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_RESUMED):
+            now = time.monotonic()
+            launched = self.__dict__.setdefault("_vimprof_launched", {})
+            for uuid in [u for u, end in launched.items() if end < now]:
+                del launched[uuid]
+            if event.uuid in launched:
+                LOG.debug("Dropping %s of a guest launched by the tuned spawn", event)
+                return
+        super().emit_event(event)
 
     # -- XML for diskless guests ---------------------------------------------------------------
 
