@@ -92,6 +92,10 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     if vim == "nova":
         from vimprof import campaign_nova
 
+        if live:
+            raise VimprofError("--live is for Nomad campaigns; beside a Nova campaign run "
+                               f"`vimprof analyze {label} --follow` in another terminal")
+
         nrun, ntarget = campaign_nova.cli_capture(
             console, runs=runs, label=label, runs_dir=runs_dir, force=force,
             variant=nova_driver, accel=accel, os_cloud=os_cloud, image=image, flavor=flavor,

@@ -423,6 +423,7 @@ class AmqpConnection:
     def close(self, t_ns: int, reason: str) -> None:
         for d in self.dirs:
             d.close()
+            d.owner = None  # break the reference cycle: freed without a garbage collection
 
     def emit(self, direction: int, msg: AmqpMessage) -> None:
         msg.conn = self.conn.tuple

@@ -25,6 +25,7 @@ connection disables that connection and becomes a warning.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -94,7 +95,8 @@ class AnalysisResult:
         if c.get("crosscheck_disagreements"):
             line += f"; {c['crosscheck_disagreements']} cross-check disagreement(s)"
         if c.get("foreign_allocations"):
-            line += f"; {c['foreign_allocations']} allocation(s) of other jobs ignored"
+            line += (f"; {c['foreign_allocations']} instance(s) of other campaigns (jobs, "
+                     "servers) ignored")
         return line + (" (capture truncated)" if self.truncated else "")
 
 
@@ -139,6 +141,8 @@ class _Guarded:
         if not self.dead:
             try:
                 self._data(direction, t_ns, data)
+            except SpoolError:
+                raise  # the user's to act on (a timeline that cannot be written)
             except Exception as e:  # noqa: BLE001 - contain decoder bugs per connection
                 self._fail(e)
 
@@ -146,6 +150,8 @@ class _Guarded:
         if not self.dead:
             try:
                 self.inner.gap(direction, t_ns, missing)
+            except SpoolError:
+                raise  # the user's to act on (a timeline that cannot be written)
             except Exception as e:  # noqa: BLE001
                 self._fail(e)
 
@@ -153,6 +159,8 @@ class _Guarded:
         if not self.dead:
             try:
                 self.inner.close(t_ns, reason)
+            except SpoolError:
+                raise  # the user's to act on (a timeline that cannot be written)
             except Exception as e:  # noqa: BLE001
                 self._fail(e)
         if self.on_close is not None:
@@ -360,7 +368,8 @@ class _Builders:
             self.nova.add_http(req, m)
 
     def rpc(self, m: RpcMessage) -> None:
-        self._clock(m.t_last_ns)
+        if m.t_last_ns > self.now:  # (_clock does nothing otherwise: saves the call)
+            self._clock(m.t_last_ns)
         if m.direction == "request":
             self.pending_rpc[id(m)] = m
         elif m.request is not None:
@@ -419,7 +428,6 @@ class _Builders:
 
 
 MAX_CROSSCHECK_WARNINGS = 100  # lines; the rest are counted (each timeline has its issues)
-GC_EVERY = 1000  # emitted timelines between two full garbage collections (flat memory)
 
 
 def analyze_capture(
@@ -476,12 +484,9 @@ def analyze(
     more = [0]
     sink = on_timeline or out.append
 
-    emitted = [0]
-
+    # (No periodic gc.collect() here: closed decoders break their reference cycles in
+    # close(), so memory stays flat with reference counting alone.)
     def emit(tl: dict[str, Any]) -> None:
-        emitted[0] += 1
-        if not emitted[0] % GC_EVERY:
-            gc.collect()  # closed decoders are cycles; the packet loop makes gen2 runs rare
         for w in enricher.apply(tl):
             if len(checks) < MAX_CROSSCHECK_WARNINGS:
                 checks.append(w)
@@ -543,6 +548,10 @@ def _line(rec: dict[str, Any]) -> str:
     return json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n"
 
 
+class SpoolError(VimprofError):
+    """Timelines cannot be written (disk full, permissions): not contained per connection."""
+
+
 class TimelineSpool:
     """Timelines written one by one to a temporary file beside `path`, then to `path` in
     timeline_key order (first event, instance) by `commit()`: memory holds one (key,
@@ -566,8 +575,12 @@ class TimelineSpool:
             self.counts["foreign_allocations"] += 1
             return
         data = _line(tl).encode("utf-8")
-        self._index.append((*timeline_key(tl), self._fh.tell(), len(data)))
-        self._fh.write(data)
+        try:
+            self._index.append((*timeline_key(tl), self._fh.tell(), len(data)))
+            self._fh.write(data)
+        except OSError as exc:  # disk full, say: a user error, not a decoder's (see _Guarded)
+            raise SpoolError(f"cannot write timelines beside {self.path}: {exc}; free "
+                               "space there and run `vimprof analyze` again") from exc
         c = self.counts
         c["timelines"] += 1
         c["incomplete"] += not tl["complete"]
@@ -587,17 +600,24 @@ class TimelineSpool:
         self._index.sort()
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
                                    dir=self.path.parent)
-        with open(self._spool, "rb") as src, os.fdopen(fd, "wb") as out:
-            for _t, _i, off, n in self._index:
-                src.seek(off)
-                out.write(src.read(n))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.path)
-        self.discard()
+        try:
+            with open(self._spool, "rb") as src, os.fdopen(fd, "wb") as out:
+                for _t, _i, off, n in self._index:
+                    src.seek(off)
+                    out.write(src.read(n))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise SpoolError(f"cannot write {self.path}: {exc}; free space there and run "
+                             "`vimprof analyze` again") from exc
+        finally:
+            self.discard()
 
     def discard(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # unflushable on a full disk: dropped anyway
+                self._fh.close()
         self._spool.unlink(missing_ok=True)
 
 

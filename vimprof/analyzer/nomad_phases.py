@@ -76,6 +76,11 @@ GRACE_NS = 5_000_000_000  # after the terminal status: its reply, a purge, late 
 PURGE_GRACE_NS = 30_000_000_000  # after a purge without terminal status (guest still dying)
 IDLE_NS = 300_000_000_000  # an allocation / job / emitted id without message this long goes
 SWEEP_NS = 1_000_000_000
+# the RPC methods add_rpc reads (any other message only advances the clock)
+_RPC_METHODS = frozenset(
+    ("Alloc.GetAllocs", "Node.UpdateAlloc", "Node.GetClientAllocs", "Job.Register",
+     "Job.Deregister")
+)
 
 
 def gone_ns(idle_ns: int) -> int:
@@ -398,8 +403,10 @@ class NomadTimelines:
 
     def add_rpc(self, msg: RpcMessage) -> None:
         self._clock(msg.t_last_ns)
-        body = msg.body if isinstance(msg.body, dict) else {}
         method = msg.method
+        if method not in _RPC_METHODS:
+            return  # e.g. Node.UpdateStatus heartbeats, ~40% of the messages: only the clock
+        body = msg.body if isinstance(msg.body, dict) else {}
         if msg.direction == "request":
             if method == "Alloc.GetAllocs":
                 ids = body.get("AllocIDs")

@@ -569,6 +569,9 @@ class _MsgpackRpcStream:
             self._syncing = False
 
 
+_METHOD_NAMES: dict[bytes, str] = {}  # ServiceMethod bytes -> str (NomadRpcConnection.emit)
+
+
 def _utf8(b: bytes) -> str | bytes:
     try:
         return b.decode("utf-8")
@@ -884,6 +887,16 @@ class NomadRpcConnection:
     def close(self, t_ns: int, reason: str) -> None:
         # requests still pending were already emitted; their responses are not in the capture
         self.pending.clear()
+        # Break the connection <-> framer/stream reference cycles (owner back-references,
+        # bound feed methods) so a closed decoder is freed by reference counting alone,
+        # without the analyzer having to run full garbage collections.
+        for s in self.streams.values():
+            s.owner = None
+        for pair in (self.framers, self.plain):
+            for x in pair or ():
+                x.owner = None
+        self.streams = {}
+        self._feeds = [None, None]
 
     # -- yamux callbacks -------------------------------------------------------------------
 
@@ -963,17 +976,31 @@ class NomadRpcConnection:
     def emit(
         self, s: _MsgpackRpcStream, header: dict[bytes, Any], body: Any, t_first: int, t_last: int
     ) -> None:
-        method = header.get(_K_METHOD, b"")
-        method = _utf8(method) if type(method) is bytes else to_py(method)
+        raw = header.get(_K_METHOD, b"")
+        # a handful of method names recur millions of times: decode each once
+        method = _METHOD_NAMES.get(raw) if type(raw) is bytes else None
+        if method is None:
+            method = _utf8(raw) if type(raw) is bytes else to_py(raw)
+            if type(raw) is bytes and type(method) is str and len(_METHOD_NAMES) < 4096:
+                _METHOD_NAMES[raw] = method
         seq = header.get(_K_SEQ, 0)
         err = header.get(_K_ERROR, b"")
-        err = _utf8(err) if type(err) is bytes else to_py(err)
+        if err == b"":  # noqa: SIM108 - requests and successful responses: no call
+            err = ""
+        else:
+            err = _utf8(err) if type(err) is bytes else to_py(err)
+        fields = self.body_fields
+        if fields is None:
+            body = to_py(body)
+        else:  # _prune inline
+            schema = fields.get(method) if isinstance(method, str) else None
+            body = None if schema is None else prune(body, schema)
         msg = RpcMessage(
             method if isinstance(method, str) else repr(method),
             "request" if s.is_request else "response",
             seq,
             err if isinstance(err, str) else repr(err),
-            to_py(body) if self.body_fields is None else self._prune(method, body),
+            body,
             t_first,
             t_last,
             self._tuple,
