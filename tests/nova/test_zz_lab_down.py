@@ -22,7 +22,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_down_leaves_nothing(nova_lab):
-    pids = list(nova_lab.pids.values())
+    pids = list(lab.current().pids.values())  # as saved: a kit switch replaced nova-compute
     assert pids and all(_alive(p) for p in pids)
     done = lab.down()
     assert any(line.startswith("stopped nova-compute") for line in done), done
