@@ -88,6 +88,48 @@ def _sort_events(tl: dict[str, Any]) -> None:
     tl["events"].sort(key=lambda e: (e["t_ns"], e["name"], e["source"]))
 
 
+def _hook_instance(rec: dict[str, Any]) -> str | None:
+    """The instance a hooks.jsonl record times (alloc_id, or Nova's instance), or None when
+    the record lacks t_ns <= end_ns, a hook name or an instance."""
+    start, end = _int(rec.get("t_ns")), _int(rec.get("end_ns"))
+    hook, alloc = rec.get("hook"), rec.get("alloc_id") or rec.get("instance")
+    if start is None or end is None or end < start or not isinstance(hook, str) or not hook \
+            or not isinstance(alloc, str):
+        return None
+    return alloc
+
+
+def _event_ok(rec: dict[str, Any]) -> bool:
+    """A vim-events.jsonl record has a subject, a name and t_ns."""
+    return isinstance(rec.get("subject"), str) and isinstance(rec.get("name"), str) \
+        and _int(rec.get("t_ns")) is not None
+
+
+def _by_instance(requests: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """requests.jsonl records by alloc_id / server_id / instance."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in requests:
+        for key in ("alloc_id", "server_id", "instance"):
+            v = r.get(key)
+            if isinstance(v, str) and v:
+                out[v] = r
+    return out
+
+
+def _merge_warnings(bad_hooks: int = 0, unknown_hooks: int = 0, bad_events: int = 0) -> list[str]:
+    out = []
+    if bad_hooks:
+        out.append(f"hooks.jsonl: {bad_hooks} record(s) without t_ns/end_ns/hook/alloc_id "
+                   "skipped")
+    if unknown_hooks:
+        out.append(f"hooks.jsonl: {unknown_hooks} record(s) for allocations not in the "
+                   "capture's timelines ignored")
+    if bad_events:
+        out.append(f"vim-events.jsonl: {bad_events} record(s) without subject/name/t_ns "
+                   "skipped")
+    return out
+
+
 def merge_hooks(
     timelines: list[dict[str, Any]], hooks: Iterable[dict[str, Any]], offset_ns: int = 0
 ) -> list[str]:
@@ -98,18 +140,11 @@ def merge_hooks(
     for rec in hooks:
         if "probe" in rec:
             continue  # the hypervisor floor: not an instance
-        start, end = _int(rec.get("t_ns")), _int(rec.get("end_ns"))
-        hook, alloc = rec.get("hook"), rec.get("alloc_id") or rec.get("instance")
-        if (
-            start is None
-            or end is None
-            or end < start
-            or not isinstance(hook, str)
-            or not hook
-            or not isinstance(alloc, str)
-        ):
+        alloc = _hook_instance(rec)
+        if alloc is None:
             bad += 1
             continue
+        hook = rec["hook"]
         if alloc not in by_alloc:
             unknown += 1
             continue
@@ -139,15 +174,7 @@ def merge_hooks(
                 continue  # a wire phase of that name (Nova's spawn) stays; checked against it
             tl["phases"][hook] = _phase(start, end, f"{hook} start", f"{hook} end", "hook")
         _sort_events(tl)
-    out = []
-    if bad:
-        out.append(f"hooks.jsonl: {bad} record(s) without t_ns/end_ns/hook/alloc_id skipped")
-    if unknown:
-        out.append(
-            f"hooks.jsonl: {unknown} record(s) for allocations not in the capture's timelines "
-            "ignored"
-        )
-    return out
+    return _merge_warnings(bad_hooks=bad, unknown_hooks=unknown)
 
 
 def merge_vim_events(
@@ -160,10 +187,10 @@ def merge_vim_events(
     by_id = {t["instance"]: t for t in timelines}
     bad = 0
     for rec in events:
-        subject, name, t = rec.get("subject"), rec.get("name"), _int(rec.get("t_ns"))
-        if not isinstance(subject, str) or not isinstance(name, str) or t is None:
+        if not _event_ok(rec):
             bad += 1
             continue
+        subject, name, t = rec["subject"], rec["name"], _int(rec["t_ns"])
         tl = by_id.get(subject)
         if tl is None:
             continue
@@ -181,7 +208,7 @@ def merge_vim_events(
         _sort_events(tl)
         if tl.get("vim") == "nomad":
             _download_artifact(tl)
-    return [f"vim-events.jsonl: {bad} record(s) without subject/name/t_ns skipped"] if bad else []
+    return _merge_warnings(bad_events=bad)
 
 
 def _download_artifact(tl: dict[str, Any]) -> None:
@@ -367,15 +394,13 @@ class Enricher:
         self.tolerance_ms = tolerance_ms
         self.hooks: dict[str, list[dict[str, Any]]] = {}
         self.bad_hooks = 0
-        n_hooks = n_events = n_requests = 0
+        n_hooks = n_events = 0
         for rec in hooks:
             n_hooks += 1
             if "probe" in rec:
                 continue
-            alloc = rec.get("alloc_id") or rec.get("instance")
-            start, end, hook = _int(rec.get("t_ns")), _int(rec.get("end_ns")), rec.get("hook")
-            if (start is None or end is None or end < start or not isinstance(hook, str)
-                    or not hook or not isinstance(alloc, str)):
+            alloc = _hook_instance(rec)
+            if alloc is None:
                 self.bad_hooks += 1
                 continue
             self.hooks.setdefault(alloc, []).append(rec)
@@ -383,20 +408,14 @@ class Enricher:
         self.bad_events = 0
         for rec in vim_events:
             n_events += 1
-            subject, name, t = rec.get("subject"), rec.get("name"), _int(rec.get("t_ns"))
-            if not isinstance(subject, str) or not isinstance(name, str) or t is None:
+            if not _event_ok(rec):
                 self.bad_events += 1
                 continue
-            self.events.setdefault(subject, []).append(rec)
-        self.requests: dict[str, dict[str, Any]] = {}
-        for r in requests:
-            n_requests += 1
-            for key in ("alloc_id", "server_id", "instance"):
-                v = r.get(key)
-                if isinstance(v, str) and v:
-                    self.requests[v] = r
+            self.events.setdefault(rec["subject"], []).append(rec)
+        requests = list(requests)
+        self.requests = _by_instance(requests)
         self.with_hooks, self.with_events = bool(n_hooks), bool(n_events)
-        self.active = bool(n_hooks or n_events or n_requests)
+        self.active = bool(n_hooks or n_events or requests)
 
     def apply(self, tl: dict[str, Any]) -> list[str]:
         """Merge the hooks and VIM events of `tl`'s instance into it and cross-check it."""
@@ -414,20 +433,8 @@ class Enricher:
 
     def warnings(self) -> list[str]:
         """The merge warnings of merge_hooks and merge_vim_events, for all records."""
-        out = []
-        if self.bad_hooks:
-            out.append(f"hooks.jsonl: {self.bad_hooks} record(s) without "
-                       "t_ns/end_ns/hook/alloc_id skipped")
-        unknown = sum(len(v) for v in self.hooks.values())
-        if unknown:
-            out.append(
-                f"hooks.jsonl: {unknown} record(s) for allocations not in the capture's "
-                "timelines ignored"
-            )
-        if self.bad_events:
-            out.append(f"vim-events.jsonl: {self.bad_events} record(s) without "
-                       "subject/name/t_ns skipped")
-        return out
+        return _merge_warnings(self.bad_hooks, sum(len(v) for v in self.hooks.values()),
+                               self.bad_events)
 
 
 def crosscheck(
@@ -441,12 +448,7 @@ def crosscheck(
     by alloc_id / server_id (or instance) to the timelines.
     """
     tol = tolerance_ms * 1e6
-    by_instance: dict[str, dict[str, Any]] = {}
-    for r in requests:
-        for key in ("alloc_id", "server_id", "instance"):
-            v = r.get(key)
-            if isinstance(v, str) and v:
-                by_instance[v] = r
+    by_instance = _by_instance(requests)
     warnings: list[str] = []
     for tl in timelines:
         req = by_instance.get(tl["instance"])
