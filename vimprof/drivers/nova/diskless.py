@@ -255,7 +255,7 @@ class DisklessLibvirtDriver(libvirt_driver.LibvirtDriver):
         if isinstance(event, virtevent.LifecycleEvent) and event.transition in (
                 virtevent.EVENT_LIFECYCLE_STARTED, virtevent.EVENT_LIFECYCLE_RESUMED):
             now = time.monotonic()
-            launched = self.__dict__.setdefault("_vimprof_launched", {})
+            launched = self._vimprof_launched
             for uuid in [u for u, end in launched.items() if end < now]:
                 del launched[uuid]
             if event.uuid in launched:
