@@ -8,6 +8,7 @@ packet path, so the capture neither drops nor delays under a busy campaign on tw
 
 from __future__ import annotations
 
+import ctypes
 import select
 import shutil
 import signal
@@ -19,6 +20,7 @@ from vimprof.errors import VimprofError
 
 START_TIMEOUT_S = 10.0
 RING_KIB = 32768  # capture ring buffer (tcpdump -B), KiB
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Capture:
@@ -49,6 +51,7 @@ class Capture:
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to vimprof, which stops the capture itself
+            preexec_fn=_stop_with_parent,
         )
         self._wait_listening()
         return self
@@ -97,6 +100,15 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGINT (tcpdump flushes and closes the pcap) when the thread
+    that started the capture dies, so a vimprof killed with SIGKILL leaves no tcpdump behind
+    (prctl(2) PR_SET_PDEATHSIG; kept across the exec of `ip netns exec` and tcpdump, which are
+    not set-user-ID)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def _parse_stats(text: str) -> dict[str, int]:

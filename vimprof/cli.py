@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from vimprof import __version__, rundir
+from vimprof import __version__, interrupts, rundir
 from vimprof.errors import VimprofError
 
 console = Console(highlight=False, soft_wrap=True)
@@ -90,7 +90,7 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     if backend == "qemu" and memory_mb < 128:
         raise VimprofError("--memory-mb must be at least 128 for QEMU guests")
     if vim == "nova":
-        from vimprof import campaign_nova
+        from vimprof.campaigns import nova as campaign_nova
 
         if live:
             raise VimprofError("--live is for Nomad campaigns; beside a Nova campaign run "
@@ -105,7 +105,7 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             _analyze(nrun)
         console.print(f"run directory: {nrun.path}")
         return
-    from vimprof import campaign
+    from vimprof.campaigns import nomad as campaign
 
     if nomad_addr:
         if not kernel:
@@ -355,6 +355,45 @@ def lab_status(vim: str) -> None:
         console.print(f"{key:>15}: {value}")
 
 
+@cli.command()
+@click.option("--vim", type=click.Choice(["nomad", "nova"]), default=None,
+              help="Which VIM to clean [default: every embedded lab that runs].")
+@click.option("--nomad-addr", metavar="URL", help="A Nomad cluster (default: the embedded lab).")
+@click.option("--os-cloud", metavar="NAME",
+              help="nova: a cloud from clouds.yaml (default: the embedded lab).")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def clean(vim: str | None, nomad_addr: str | None, os_cloud: str | None, dry_run: bool) -> None:
+    """Delete what earlier campaigns left on a target: Nomad jobs and Nova servers carrying
+    vimprof's tag (after a vimprof killed with SIGKILL, or a host that rebooted mid-campaign).
+    Nothing without the tag is touched. Exits 1 if something could not be deleted."""
+    from vimprof.campaigns import clean as cleaner
+
+    vims = [vim] if vim else (["nomad"] if nomad_addr else ["nova"] if os_cloud else [])
+    if not vims:  # every lab that runs
+        from vimprof.lab import nomad as nomad_lab
+        from vimprof.lab import nova as nova_lab
+
+        vims = [v for v, lab_mod in (("nomad", nomad_lab), ("nova", nova_lab))
+                if lab_mod.current() is not None]
+        if not vims:
+            raise VimprofError("no lab runs: pass --nomad-addr URL or --os-cloud NAME")
+    results = []
+    for v in vims:
+        if v == "nomad":
+            results.append(cleaner.clean_nomad(cleaner.nomad_addr(nomad_addr), dry_run, console))
+        else:
+            cloud, what = cleaner.nova_cloud(os_cloud)
+            results.append(cleaner.clean_nova(cloud, dry_run, console, what))
+    for r in results:
+        if r.deleted:
+            console.print(f"{r.target}: deleted {r.deleted}")
+        if r.remaining:
+            err_console.print(f"[red]vimprof: {r.target}: still there after clean-up:[/] "
+                              + ", ".join(r.remaining))
+    if any(r.remaining for r in results):
+        sys.exit(1)
+
+
 def _add_rally() -> None:  # `vimprof rally task|run|import` (vimprof/rally/cli.py)
     from vimprof.rally.cli import rally
 
@@ -365,6 +404,7 @@ _add_rally()
 
 
 def main() -> None:
+    interrupts.install()  # SIGTERM and SIGHUP stop a command the way Ctrl-C does
     try:
         cli.main(standalone_mode=False)
     except VimprofError as exc:
@@ -372,12 +412,14 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Abort:
         err_console.print("vimprof: interrupted")
-        sys.exit(130)
+        sys.exit(interrupts.exit_status())
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(interrupts.exit_status())
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    if interrupts.received():  # e.g. analyze --follow wound down on a signal: say so
+        sys.exit(interrupts.exit_status())
 
 
 if __name__ == "__main__":

@@ -144,9 +144,10 @@ def test_follow_stop_writes_what_was_read(tmp_path):
     assert not list(run.path.glob("*.spool"))
 
 
-def test_cli_follow_ctrl_c_writes_what_was_read(tmp_path):
-    """SIGINT to `vimprof analyze --follow` while the campaign is still going: exit 0, the
-    timelines of what was read written."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_follow_signal_writes_what_was_read(tmp_path, sig):
+    """SIGINT, SIGTERM or SIGHUP to `vimprof analyze --follow` while the campaign is still
+    going: the timelines of what was read written, exit status 128 + the signal."""
     run = RunDir(tmp_path / "live")
     run.path.mkdir()
     shutil.copy(LAB / CAPTURE, run.file(CAPTURE))
@@ -162,9 +163,9 @@ def test_cli_follow_ctrl_c_writes_what_was_read(tmp_path):
     # others wait for more capture that does not come
     assert p.stdout.readline().startswith("nomad ")
     timer.cancel()
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=30)
-    assert p.returncode == 0, err
+    assert p.returncode == 128 + sig, err
     assert "interrupted" in err and "analyzed" in out
     assert len(run.file(TIMELINES).read_text().splitlines()) == 3
 

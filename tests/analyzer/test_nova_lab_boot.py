@@ -123,7 +123,7 @@ def test_driver_hooks_merge_beside_the_wire_spawn():
 
 
 def test_analyze_run_on_a_nova_campaign_directory(tmp_path):
-    """The run directory shape of vimprof/campaign_nova.py: requests.jsonl with server_id and
+    """The run directory shape of vimprof/campaigns/nova.py: requests.jsonl with server_id and
     the client's instants, vim-events.jsonl with instance actions (second resolution)."""
     import shutil
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vimprof.campaign_nova import nova_hooks
+from vimprof.campaigns.nova import nova_hooks
 from vimprof.drivers.nova import hooks
 
 

@@ -32,7 +32,7 @@ def console() -> Console:
 
 
 def _campaign(tmp_path, console, driver: str, runs: int, floor: bool = True):
-    from vimprof import campaign
+    from vimprof.campaigns import nomad as campaign
 
     target = campaign.lab_target("auto", console, "stock", driver, backend="xl")
     run = rundir.RunDir.create(f"xl-{driver}", tmp_path, force=True)
@@ -67,7 +67,7 @@ def test_floor_config_is_the_plugins_domain_without_a_vif():
 
 @pytest.mark.parametrize("driver", ["xen-tuned", "xen-stock"])
 def test_campaign_through_nomad_on_xen(xen_lab, nomad_lab, tmp_path, console, driver):
-    from vimprof import campaign
+    from vimprof.campaigns import nomad as campaign
 
     target, run, spec = _campaign(tmp_path, console, driver, runs=2)
     assert target.backend == "xl" and target.ready_line is None
@@ -137,7 +137,7 @@ def test_missing_kernel_fails_the_run_with_the_drivers_message(xen_lab, nomad_la
 
 def test_interrupted_campaign_destroys_its_domain(xen_lab, nomad_lab, tmp_path, console):
     """Ctrl-C while a guest runs: the job is purged, the domain destroyed, the run kept."""
-    from vimprof import campaign
+    from vimprof.campaigns import nomad as campaign
 
     target, run, spec = _campaign(tmp_path, console, "xen-tuned", runs=5, floor=False)
     seen = threading.Event()

@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from vimprof import interrupts
 from vimprof.errors import VimprofError
 from vimprof.phases import NOMAD, NOVA
 from vimprof.rundir import CAPTURE, HOOKS, MANIFEST, REQUESTS, TIMELINES, VIM_EVENTS, RunDir
@@ -295,8 +295,8 @@ def analyze_run_follow(
 ) -> Any:
     """analyze_run in live mode (module docstring); returns its AnalysisResult.
 
-    Ctrl-C (SIGINT, when called from the main thread) stops the following and still writes
-    the timelines of what was read; a second Ctrl-C interrupts as usual.
+    SIGINT, SIGTERM or SIGHUP (from the main thread: vimprof.interrupts) stops the following
+    and still writes the timelines of what was read; a further signal only says so.
     """
     from vimprof.analyzer.analyze import (
         MAX_CROSSCHECK_WARNINGS,
@@ -310,23 +310,16 @@ def analyze_run_follow(
     out = run.file(TIMELINES)
     raw = TimelineSpool(out)
     fifo = follower.start()
-    old = None
-    if threading.current_thread() is threading.main_thread():
-        def on_sigint(_sig: int, _frame: Any) -> None:
-            follower.stop()
-            signal.signal(signal.SIGINT, old)  # a second Ctrl-C interrupts for real
-
-        old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        res = analyze_sources(run, [fifo, *extra_captures], hooks_offset_ns=hooks_offset_ns,
-                              tolerance_ms=tolerance_ms, on_timeline=follower.timeline,
-                              enrich=False, spool=raw)
+        # the first SIGINT/SIGTERM/SIGHUP stops the reading; the timelines are still written
+        with interrupts.handling(), interrupts.stop_with(follower.stop):
+            res = analyze_sources(run, [fifo, *extra_captures], hooks_offset_ns=hooks_offset_ns,
+                                  tolerance_ms=tolerance_ms, on_timeline=follower.timeline,
+                                  enrich=False, spool=raw)
     except BaseException:
         raw.discard()
         raise
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
         follower.close()
     # the campaign is over: its side files are complete now
     requests, bad_req = read_jsonl(run.file(REQUESTS))

@@ -1,31 +1,30 @@
-"""A capture campaign: N sequential instantiations against a VIM, recorded into a run directory.
+"""A Nomad campaign: N sequential instantiations, recorded into a run directory.
 
 The flow of ARCHITECTURE.md: the pusher fires requests (requests.jsonl), the capture records the
 traffic at the VIM core host (capture.pcap), the VIM's own events are kept (vim-events.jsonl),
 and the analyzer turns it all into timelines.jsonl at the end.
 
-Ctrl-C stops the campaign: the in-flight job is purged, the capture is closed, the manifest says
-the campaign was interrupted, and what was recorded so far stays readable.
+Ctrl-C, SIGTERM or SIGHUP stops the campaign (vimprof.campaigns.engine): the in-flight job is
+purged, the capture is closed, the manifest says the campaign was interrupted and by which
+signal, and what was recorded so far stays readable.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-import vimprof
 from vimprof import rundir
+from vimprof.campaigns import engine
 from vimprof.capture import Capture
 from vimprof.drivers.hooks import HooksTail, floor_probe
 from vimprof.errors import VimprofError
 from vimprof.pushers.nomad import JOB_PREFIX, GuestSpec, NomadPusher
-from vimprof.rundir import RunDir, now_ns
+from vimprof.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -63,27 +62,16 @@ class CampaignSpec:
     floor: bool = False
 
 
-def progress_bar(console: Console) -> Progress:
-    """A campaign's progress: label, bar, runs done of all, elapsed time, the last outcome
-    (task field `last`)."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
-                    transient=False)
-
-
 def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Console) -> int:
     """Run the campaign into `run`; returns the number of failed runs.
 
     Raises VimprofError when the VIM is unreachable before the first request or the capture
-    cannot start; KeyboardInterrupt after cleaning up.
+    cannot start; KeyboardInterrupt after cleaning up (vimprof.campaigns.engine).
     """
     pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s)
     version = pusher.version()  # also: unreachable -> clear error before any request
-    leftovers = pusher.leftovers()
-    for job_id in leftovers:
-        pusher.purge(job_id)
-    if leftovers:
-        console.print(f"purged {len(leftovers)} job(s) left by an earlier campaign")
+    purged = engine.purge_leftovers(console, pusher.leftovers(), pusher.purge, "job")
+    if purged:
         pusher.wait_no_allocs_running()
 
     campaign_id = secrets.token_hex(3)
@@ -100,8 +88,8 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                       memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact,
                       backend=target.backend if xen else "qemu", ready_line=target.ready_line)
     hooks = HooksTail(target.hooks_file) if xen and target.hooks_file else None
-    run.update_manifest(
-        vimprof_version=vimprof.__version__,
+    engine.start(
+        run,
         label=spec.label,
         campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
                   "memory_mb": spec.memory_mb, "accelerator": target.accelerator,
@@ -119,73 +107,55 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                                                        "filter": target.capture_filter}},
         clock="one machine, one clock: capture, client and VIM times are directly comparable"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
-        start_ns=now_ns(),
-        pid=os.getpid(),  # `vimprof analyze --follow`: the campaign still runs
+        leftovers_purged=purged,
     )
 
     capture = None
     if target.capture_iface:
         capture = Capture(run.file(rundir.CAPTURE), target.capture_iface,
                           target.capture_filter, netns=target.capture_netns).start()
-    failures = 0
-    interrupted = False
     xlrun = None
     if xl:  # Nomad on Xen: XenStore watcher, dom0 clock, direct-xl floor, leak check
         from vimprof.lab.nomad_xen import XLCampaign
 
         xlrun = XLCampaign(target.xenstored_socket)
-    try:
-        with run.writer(rundir.REQUESTS) as requests_out, \
-                run.writer(rundir.VIM_EVENTS) as events_out, \
-                run.writer(rundir.HOOKS) as hooks_out, \
-                progress_bar(console) as progress:
-            task = progress.add_task(spec.label, total=spec.runs, last="")
-            allocs: set[str] = set()
-            try:
-                if xlrun:
-                    xlrun.start()
-                for i in range(spec.runs):
-                    job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
-                    if xlrun:
-                        xlrun.before_run(i)
-                    rec = pusher.run_once(i, job_id, guest)
-                    line = rec.as_json()
-                    requests_out.write(line)
-                    for ev in rec.task_events:
-                        events_out.write(ev)
-                    if hooks and rec.alloc_id:
-                        allocs.add(rec.alloc_id)
-                        for h in hooks.take(rec.alloc_id):
-                            hooks_out.write(h)
-                    if xlrun:
-                        for h in xlrun.after_run(i, rec.alloc_id, floor=spec.floor):
-                            hooks_out.write(h)
-                    elif spec.floor:
-                        hooks_out.write(floor_probe(Path(target.kernel), target.accelerator,
-                                                    spec.memory_mb, i))
-                    failures += not rec.ok
-                    last = (f"running after {line['running_ms']:.0f} ms" if rec.ok
-                            else f"[red]failed: {rec.error}")
-                    progress.update(task, advance=1, last=last)
-            finally:
-                if hooks:  # lines the plugin wrote late, also when interrupted
-                    for h in hooks.take_all(allocs):
-                        hooks_out.write(h)
-                if xlrun:  # the watcher's last records; no domain left behind
-                    for h in xlrun.finish():
-                        hooks_out.write(h)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if capture:
-            capture.stop()
-        run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures,
-                            capture_stats=capture.stats if capture else None,
-                            **({"xen": xlrun.summary()} if xlrun else {}))
-    if interrupted:
-        console.print(f"[yellow]interrupted: in-flight job purged; partial run kept in {run.path}")
-        raise KeyboardInterrupt
-    return failures
+    allocs: set[str] = set()
+
+    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
+        job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+        if xlrun:
+            xlrun.before_run(i)
+        rec = pusher.run_once(i, job_id, guest)
+        line = rec.as_json()
+        out.requests.write(line)
+        for ev in rec.task_events:
+            out.vim_events.write(ev)
+        if hooks and rec.alloc_id:
+            allocs.add(rec.alloc_id)
+            for h in hooks.take(rec.alloc_id):
+                out.hooks.write(h)
+        if xlrun:
+            for h in xlrun.after_run(i, rec.alloc_id, floor=spec.floor):
+                out.hooks.write(h)
+        elif spec.floor:
+            out.hooks.write(floor_probe(Path(target.kernel), target.accelerator,
+                                        spec.memory_mb, i))
+        return rec.ok, (f"running after {line['running_ms']:.0f} ms" if rec.ok
+                        else f"[red]failed: {rec.error}")
+
+    def finish(out: engine.Outputs) -> None:
+        if hooks:  # lines the plugin wrote late, also when interrupted
+            for h in hooks.take_all(allocs):
+                out.hooks.write(h)
+        if xlrun:  # the watcher's last records; no domain left behind
+            for h in xlrun.finish():
+                out.hooks.write(h)
+
+    return engine.run_sequential(
+        run, console, spec.label, spec.runs, one, capture=capture,
+        begin=xlrun.start if xlrun else None, finish=finish,
+        what="in-flight job purged",
+        end_fields=lambda: {"xen": xlrun.summary()} if xlrun else {})
 
 
 def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",

@@ -1,7 +1,7 @@
 """A Nova capture campaign: N sequential server boots, recorded into a run directory.
 
-Mirrors vimprof.campaign (Nomad): the pusher (vimprof.pushers.nova) fires the requests
-(requests.jsonl, one line per server), tcpdump records the OpenStack traffic in the lab's
+On the engine of vimprof.campaigns.engine, like vimprof.campaigns.nomad: the pusher
+(vimprof.pushers.nova) fires the requests (requests.jsonl, one line per server), tcpdump records the OpenStack traffic in the lab's
 namespace (capture.pcap: nova-api 8774, keystone 5000, glance 9292, placement 8778, neutron
 9696, AMQP 5672; MariaDB is left out), Nova's instance actions go to vim-events.jsonl, and the
 hook lines vimprof's Nova driver appends to its hooks file are collected for the campaign's own
@@ -11,13 +11,13 @@ Variants: "stock" boots the raw root image with kernel_id (Nova's own spawn path
 driver's hooks); "tuned" boots the diskless image (vimprof_diskless=true) through vimprof's
 driver in tuned mode. Both need the lab's compute_driver vimprof_diskless for hooks.
 
-Ctrl-C: the in-flight server is deleted, the capture closed, the manifest says interrupted.
+Ctrl-C, SIGTERM or SIGHUP: the in-flight server is deleted, the capture closed, the manifest
+says interrupted and by which signal.
 A server ending in ERROR is recorded with Nova's fault message and the campaign goes on.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import secrets
 from dataclasses import dataclass, field
@@ -26,14 +26,13 @@ from typing import Any
 
 from rich.console import Console
 
-import vimprof
 from vimprof import rundir
-from vimprof.campaign import progress_bar
+from vimprof.campaigns import engine
 from vimprof.capture import Capture
 from vimprof.drivers.hooks import HooksTail
 from vimprof.errors import VimprofError
 from vimprof.pushers.nova import SERVER_PREFIX, NovaPusher, ServerSpec
-from vimprof.rundir import RunDir, now_ns
+from vimprof.rundir import RunDir
 
 NOVA_PORTS = (8774, 5000, 9292, 8778, 9696, 5672)
 CAPTURE_FILTER = " or ".join(f"tcp port {p}" for p in NOVA_PORTS)
@@ -105,15 +104,11 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
     server = ServerSpec(image_id=target.image_id, flavor_id=target.flavor_id,
                         poll_s=spec.poll_ms / 1000.0, timeout_s=spec.timeout_s)
     facts = pusher.check(server)
-    leftovers = pusher.leftovers()
-    for sid in leftovers:
-        pusher.purge(sid)
-    if leftovers:
-        console.print(f"deleted {len(leftovers)} server(s) left by an earlier campaign")
+    purged = engine.purge_leftovers(console, pusher.leftovers(), pusher.purge, "server")
 
     campaign_id = secrets.token_hex(3)
-    run.update_manifest(
-        vimprof_version=vimprof.__version__,
+    engine.start(
+        run,
         label=spec.label,
         campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
                   "variant": target.variant, "poll_ms": spec.poll_ms,
@@ -132,57 +127,40 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
         clock="one machine, one clock: capture, client, hook and VIM times are directly "
               "comparable (instance action times have second resolution)"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
-        start_ns=now_ns(),
-        pid=os.getpid(),  # `vimprof analyze --follow`: the campaign still runs
+        leftovers_purged=purged,
     )
     hooks = nova_hooks(target.hooks_file)
     capture = None
     if target.capture_iface:
         capture = Capture(run.file(rundir.CAPTURE), target.capture_iface,
                           target.capture_filter, netns=target.capture_netns).start()
-    failures = 0
-    interrupted = False
     servers: set[str] = set()
+
+    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
+        name = f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+        rec = pusher.run_once(i, name, server)
+        line = rec.as_json()
+        line["variant"] = target.variant
+        line["warmup"] = i < spec.warmup_runs
+        out.requests.write(line)
+        for ev in rec.actions:
+            out.vim_events.write({**ev, "vim": "nova", "server_id": rec.server_id})
+        if rec.server_id:
+            servers.add(rec.server_id)
+        for h in hooks.take_all(servers):
+            out.hooks.write(h)
+        return rec.ok, (f"ACTIVE after {line['active_ms']:.0f} ms" if rec.ok
+                        else f"[red]failed: {rec.error}")
+
+    def finish(out: engine.Outputs) -> None:
+        for h in hooks.take_all(servers):
+            out.hooks.write(h)
+
     try:
-        with run.writer(rundir.REQUESTS) as requests_out, \
-                run.writer(rundir.VIM_EVENTS) as events_out, \
-                run.writer(rundir.HOOKS) as hooks_out, \
-                progress_bar(console) as progress:
-            task = progress.add_task(spec.label, total=spec.runs, last="")
-            try:
-                for i in range(spec.runs):
-                    name = f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
-                    rec = pusher.run_once(i, name, server)
-                    line = rec.as_json()
-                    line["variant"] = target.variant
-                    line["warmup"] = i < spec.warmup_runs
-                    requests_out.write(line)
-                    for ev in rec.actions:
-                        events_out.write({**ev, "vim": "nova", "server_id": rec.server_id})
-                    if rec.server_id:
-                        servers.add(rec.server_id)
-                    for h in hooks.take_all(servers):
-                        hooks_out.write(h)
-                    failures += not rec.ok
-                    last = (f"ACTIVE after {line['active_ms']:.0f} ms" if rec.ok
-                            else f"[red]failed: {rec.error}")
-                    progress.update(task, advance=1, last=last)
-            finally:
-                for h in hooks.take_all(servers):
-                    hooks_out.write(h)
-    except KeyboardInterrupt:
-        interrupted = True
+        return engine.run_sequential(run, console, spec.label, spec.runs, one, capture=capture,
+                                     finish=finish, what="in-flight server deleted")
     finally:
-        if capture:
-            capture.stop()
-        run.update_manifest(end_ns=now_ns(), interrupted=interrupted, failures=failures,
-                            capture_stats=capture.stats if capture else None)
         conn.close()
-    if interrupted:
-        console.print(f"[yellow]interrupted: in-flight server deleted; partial run kept in "
-                      f"{run.path}")
-        raise KeyboardInterrupt
-    return failures
 
 
 def lab_target(variant: str, accelerator: str, console: Console) -> NovaTarget:

@@ -366,7 +366,7 @@ def down(labs: bool = False) -> list[str]:
 
 
 class XLCampaign:
-    """The Xen side of a campaign through Nomad on Xen (vimprof.campaign.run_campaign).
+    """The Xen side of a campaign through Nomad on Xen (vimprof.campaigns.nomad.run_campaign).
 
     `start()` starts a DomainWatcher on `xenstored_socket`; `before_run(i)` steps dom0's clock
     onto the host's when it is more than CLOCK_TOLERANCE_NS plus twice the reading's

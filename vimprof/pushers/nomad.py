@@ -21,10 +21,12 @@ import nomad
 import nomad.api.exceptions as nomad_exc
 import requests
 
+from vimprof import interrupts
 from vimprof.errors import VimprofError
 from vimprof.rundir import now_ns
 
 JOB_PREFIX = "vimprof-"
+META_KEY, META_VALUE = "vimprof", "1"  # the tag on every job vimprof registers (leftovers)
 TERMINAL = {"complete", "failed", "lost"}
 BLOCK_WAIT = "5s"
 
@@ -138,7 +140,7 @@ def job_spec(job_id: str, guest: GuestSpec) -> dict[str, Any]:
         "Name": job_id,
         "Type": "service",
         "Datacenters": ["*"],
-        "Meta": {"vimprof": "1"},
+        "Meta": {META_KEY: META_VALUE},
         "TaskGroups": [
             {
                 "Name": "vnf",
@@ -225,7 +227,8 @@ class NomadPusher:
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the campaign goes on
             rec.error = _reason(exc)
         if rec.t_stop_ns is None:  # failed or interrupted before the stop: never leak a guest
-            self._terminate(rec)
+            with interrupts.cleaning(f"stopping and purging job {rec.job_id}"):
+                self._terminate(rec)
         if interrupted:
             raise KeyboardInterrupt
         rec.ok = rec.error is None
@@ -288,9 +291,27 @@ class NomadPusher:
             self.api.job.deregister_job(job_id, purge=True)
 
     def leftovers(self, prefix: str = JOB_PREFIX) -> list[str]:
-        """IDs of jobs an earlier (interrupted) vimprof campaign left behind."""
-        jobs = self.api.jobs.get_jobs(prefix=prefix)
-        return [j["ID"] for j in jobs if (j.get("Meta") or {}).get("vimprof") == "1"]
+        """IDs of jobs earlier campaigns left behind (interrupted, killed, host rebooted): name
+        prefix `prefix` and vimprof's meta tag, read from each job itself: the job list's stubs
+        carry no Meta (nomad/structs/structs.go JobListStub; only newer Nomads fill it in, and
+        only when asked with `meta=true`). Jobs without the tag are never touched.
+
+        Raises VimprofError when the cluster cannot be listed (ACL, unreachable).
+        """
+        try:
+            stubs = self.api.jobs.get_jobs(prefix=prefix)
+        except (nomad_exc.BaseNomadException, requests.RequestException) as exc:
+            raise VimprofError(f"cannot list jobs at {self.addr} to find leftovers "
+                               f"({_reason(exc)})") from None
+        found = []
+        for stub in stubs:
+            try:
+                job = self.api.job.get_job(stub["ID"])
+            except nomad_exc.URLNotFoundNomadException:
+                continue  # purged meanwhile
+            if (job.get("Meta") or {}).get(META_KEY) == META_VALUE:
+                found.append(stub["ID"])
+        return found
 
     def wait_no_allocs_running(self, timeout_s: float = 30.0) -> bool:
         """True once no allocation of a vimprof job is still running on any node."""

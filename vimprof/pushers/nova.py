@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vimprof import interrupts
 from vimprof.errors import VimprofError
 from vimprof.rundir import now_ns
 
@@ -190,10 +191,11 @@ class NovaPusher:
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the campaign goes on
             rec.error = _reason(exc)
         try:
-            if rec.server_id is None and interrupted:
-                self._find_by_name(rec)
-            if rec.server_id is not None:
-                self._delete(rec, spec)
+            with interrupts.cleaning(f"deleting server {rec.server_id or rec.name}"):
+                if rec.server_id is None and interrupted:
+                    self._find_by_name(rec)
+                if rec.server_id is not None:
+                    self._delete(rec, spec)
         except KeyboardInterrupt:
             interrupted = True
             with contextlib.suppress(Exception):
@@ -338,11 +340,19 @@ class NovaPusher:
     # -- clean-up ---------------------------------------------------------------------------
 
     def leftovers(self, prefix: str = SERVER_PREFIX) -> list[str]:
-        """Ids of servers an earlier (interrupted) campaign left: name prefix and tag/metadata."""
-        r = self.conn.compute.get(f"/servers/detail?name=^{prefix}", microversion=self.mv,
-                                  raise_exc=False)
+        """Ids of servers earlier campaigns left (interrupted, killed, host rebooted): name
+        prefix `prefix` and vimprof's tag (or, below microversion 2.52, its metadata key).
+        Servers without them are never touched.
+
+        Raises VimprofError when the servers cannot be listed.
+        """
+        query = f"/servers/detail?name=^{prefix}"
+        if _mv(self.mv) >= (2, 26):  # tag filter on the list (Nova API microversion 2.26)
+            query += f"&tags={TAG}"
+        r = self.conn.compute.get(query, microversion=self.mv, raise_exc=False)
         if r.status_code != 200:
-            return []
+            raise VimprofError(f"cannot list servers to find leftovers: HTTP {r.status_code}: "
+                               f"{_body(r)}")
         return [s["id"] for s in r.json().get("servers", [])
                 if TAG in (s.get("tags") or []) or (s.get("metadata") or {}).get("vimprof")]
 

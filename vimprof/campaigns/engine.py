@@ -1,0 +1,121 @@
+"""The campaign engine shared by every VIM: leftovers, manifest, capture, progress, interruption.
+
+A campaign (docs/architecture.md) runs instantiations through one VIM's pusher and records them
+into a run directory. What does not depend on the VIM lives here:
+- leftovers of earlier campaigns on the same target are deleted first, and counted in the
+  terminal and the manifest (`leftovers_purged`);
+- the manifest gets the vimprof version, the start instant and the campaign's pid at the start
+  (`vimprof analyze --follow` watches both), the end instant, failures, tcpdump's counts and
+  `interrupted` / `interrupt_signal` at the end;
+- runs go one after another under a progress bar; each VIM module supplies one run's body;
+- SIGINT, SIGTERM and SIGHUP (vimprof.interrupts) end the loop: the pusher has deleted the
+  in-flight instance, the capture is closed, the manifest says which signal, and what was
+  recorded stays readable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import vimprof
+from vimprof import interrupts, rundir
+from vimprof.capture import Capture
+from vimprof.rundir import JsonlWriter, RunDir, now_ns
+
+
+def progress_bar(console: Console) -> Progress:
+    """A campaign's progress: label, bar, runs done of all, elapsed time, the last outcome
+    (task field `last`)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console,
+                    transient=False)
+
+
+def purge_leftovers(console: Console, found: Iterable[str], purge: Callable[[str], Any],
+                    noun: str) -> int:
+    """Delete what earlier campaigns left (`found`: ids the pusher identified by vimprof's tag)
+    with `purge`; says how many in the terminal and returns the count for the manifest."""
+    ids = list(found)
+    for one in ids:
+        with interrupts.cleaning(f"deleting {noun} {one} left by an earlier campaign"):
+            purge(one)
+    if ids:
+        console.print(f"deleted {len(ids)} {noun}(s) left by an earlier campaign: "
+                      + ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else ""))
+    return len(ids)
+
+
+@dataclass
+class Outputs:
+    """The run directory's JSON-lines files a run writes into."""
+
+    requests: JsonlWriter
+    vim_events: JsonlWriter
+    hooks: JsonlWriter
+
+
+# One run's body: (index, outputs) -> (ok, the progress line's last outcome).
+RunBody = Callable[[int, Outputs], tuple[bool, str]]
+
+
+def start(run: RunDir, **manifest: Any) -> None:
+    """Write the campaign's manifest: `manifest` plus version, start instant and pid."""
+    run.update_manifest(vimprof_version=vimprof.__version__, **manifest, start_ns=now_ns(),
+                        pid=os.getpid())
+
+
+def run_sequential(run: RunDir, console: Console, label: str, runs: int, body: RunBody, *,
+                   capture: Capture | None, what: str,
+                   begin: Callable[[], Any] | None = None,
+                   finish: Callable[[Outputs], None] | None = None,
+                   end_fields: Callable[[], dict[str, Any]] | None = None) -> int:
+    """Run `body` for runs 0..runs-1 one after another; returns the number of failed runs.
+
+    `begin()` runs first, inside the interruptible part; `finish(outputs)` runs after the
+    loop, also when interrupted (records that arrive late);
+    `end_fields()` adds to the end manifest. `what` names the in-flight instance for the
+    interruption message ("in-flight job purged"). Raises KeyboardInterrupt (after the clean-up
+    and the end manifest) when a signal stopped the campaign.
+    """
+    failures = 0
+    interrupted = False
+    try:
+        with run.writer(rundir.REQUESTS) as requests_out, \
+                run.writer(rundir.VIM_EVENTS) as events_out, \
+                run.writer(rundir.HOOKS) as hooks_out, \
+                progress_bar(console) as progress:
+            out = Outputs(requests_out, events_out, hooks_out)
+            task = progress.add_task(label, total=runs, last="")
+            try:
+                if begin is not None:
+                    begin()
+                for i in range(runs):
+                    ok, last = body(i, out)
+                    failures += not ok
+                    progress.update(task, advance=1, last=last)
+            finally:
+                if finish is not None:
+                    with interrupts.cleaning("collecting the last hook and event records"):
+                        finish(out)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        with interrupts.shielded(), interrupts.cleaning("closing the capture and the manifest"):
+            if capture:
+                capture.stop()
+            extra = end_fields() if end_fields else {}
+            run.update_manifest(end_ns=now_ns(), interrupted=interrupted,
+                                interrupt_signal=interrupts.received() if interrupted else None,
+                                failures=failures,
+                                capture_stats=capture.stats if capture else None, **extra)
+    if interrupted:
+        sig = interrupts.received() or "SIGINT"
+        console.print(f"[yellow]interrupted ({sig}): {what}; partial run kept in {run.path}")
+        raise KeyboardInterrupt
+    return failures
