@@ -45,7 +45,8 @@ class PhaseModel:
     breakdown: tuple[str, ...] = ()
     breakdown_of: str = ""
     # Finer wire phases, each inside a stack phase (not additive; "api" spans the start of
-    # the first stack phase, "notification" the end of the last one).
+    # the first stack phase, "notification" the end of the last one; Nomad's "commit" follows
+    # the total: the server's reply to the running update).
     detail: tuple[str, ...] = ()
     stop: str = ""  # the delete path's phase (stop / purge), if any
 
@@ -60,7 +61,7 @@ NOMAD = PhaseModel(
     total="total",
     breakdown=("download_artifact", "init_environment", "spawn", "clean"),
     breakdown_of="instantiation",
-    detail=("api", "client_pickup", "task_start", "notification"),
+    detail=("api", "client_pickup", "task_start", "notification", "commit"),
     stop="stop",
 )
 

@@ -146,6 +146,10 @@ def test_complete_timeline():
     assert ph["task_start"]["end_ns"] == t + 200 * MS
     assert ph["task_start"]["to"] == "Task event Started"
     assert ph["notification"]["ms"] == 201.0
+    # commit: the running report's arrival to the server's reply
+    assert ph["commit"]["start_ns"] == ph["total"]["end_ns"]
+    assert ph["commit"]["to"] == "Node.UpdateAlloc response"
+    assert ph["commit"]["end_ns"] > ph["commit"]["start_ns"]
     assert ph["stop"]["start_ns"] == t + 900 * MS and ph["stop"]["end_ns"] == t + 1001 * MS
     started = tl["events"][6]
     assert started["attrs"] == {
@@ -166,7 +170,8 @@ def test_missing_register_leaves_phases_out():
     _, rpcs, _ = scenario()
     (tl,) = build_timelines([], rpcs)
     assert not tl["complete"]
-    assert set(tl["phases"]) == {"instantiation", "client_pickup", "task_start", "notification"}
+    assert set(tl["phases"]) == {"instantiation", "client_pickup", "task_start", "notification",
+                                 "commit"}
     assert any("Job.Register request" in i for i in tl["issues"])
 
 

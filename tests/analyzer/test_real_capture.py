@@ -69,7 +69,7 @@ def test_every_allocation_has_a_complete_timeline(timelines):
         ph = tl["phases"]
         assert set(ph) == {
             "scheduling", "instantiation", "total",
-            "api", "client_pickup", "task_start", "notification", "stop",
+            "api", "client_pickup", "task_start", "notification", "commit", "stop",
         }
         # the finer phases nest inside the stack phases
         assert ph["api"]["start_ns"] == ph["scheduling"]["start_ns"]
@@ -82,6 +82,7 @@ def test_every_allocation_has_a_complete_timeline(timelines):
         assert ph["instantiation"]["end_ns"] == ph["total"]["end_ns"]
         assert ph["scheduling"]["to"] == "Node.GetClientAllocs response"
         assert ph["total"]["to"] == "Node.UpdateAlloc request"
+        assert ph["commit"]["start_ns"] == ph["total"]["end_ns"] < ph["commit"]["end_ns"]
 
 
 def test_phase_boundaries_agree_with_nomads_own_clocks(timelines):
@@ -191,8 +192,8 @@ def test_a_lost_segment_is_a_gap_not_a_misparse(tmp_path):
     a = tls["1c061907-9368-1724-149e-9c0356bd9d5e"]
     # its running report was lost: instantiation and total are left out, with the reason
     assert not a["complete"] and "scheduling" in a["phases"]
-    assert not {"instantiation", "total", "notification"} & set(a["phases"])
-    assert [i for i in a["issues"] if not i.startswith("notification")] == [
+    assert not {"instantiation", "total", "notification", "commit"} & set(a["phases"])
+    assert [i for i in a["issues"] if not i.startswith(("notification", "commit"))] == [
         "instantiation left out: missing event Node.UpdateAlloc request (client_status running)",
         "total left out: missing event Node.UpdateAlloc request (client_status running)",
     ]

@@ -25,7 +25,10 @@ Finer phases (PhaseModel.detail): api = Job.Register request -> its response;
 client_pickup = alloc reaches the client -> Alloc.GetAllocs response; task_start =
 Alloc.GetAllocs response -> task event Started (the driver's StartTask returned);
 notification = task Started -> Node.UpdateAlloc request "running" as captured at the server
-(the lazy notification, nomad-internals.md section 3); stop = Job.Deregister request ->
+(the lazy notification, nomad-internals.md section 3); commit = that Node.UpdateAlloc request
+-> the server's reply (its update batch, 50 ms in stock Nomad (nomad/node_endpoint.go
+batchUpdateInterval), and the Raft apply: the instant an API client can see "running" comes
+after it); stop = Job.Deregister request ->
 Node.UpdateAlloc request with a terminal ClientStatus (complete, failed, lost).
 A phase whose boundary is missing is left out, the record gets complete=false and an issue.
 
@@ -131,6 +134,7 @@ class _Alloc:
     reach: Event | None = None  # first time the client knows the alloc
     pull: Event | None = None
     running: Event | None = None
+    running_reply: Event | None = None  # the server's reply to the running Node.UpdateAlloc
     statuses: set[str] = field(default_factory=set)
     pull_reply: Event | None = None
     started: Event | None = None  # first task "Started" event (client clock)
@@ -490,7 +494,11 @@ class NomadTimelines:
                 attrs = {"alloc": a.id, "client_status": status}
                 if msg.error:
                     attrs["error"] = msg.error[:200]
-                a.events.append(Event(msg.t_last_ns, msg.sender, EV_UPDATE_REPLY, attrs))
+                ev = Event(msg.t_last_ns, msg.sender, EV_UPDATE_REPLY, attrs)
+                a.events.append(ev)
+                if (status == "running" and a.running is not None and a.running_reply is None
+                        and a.running.t_ns == req.t_last_ns and not msg.error):
+                    a.running_reply = ev
         elif method in ("Job.Register", "Job.Deregister") and req is not None:
             self._rpc_job(req, msg)
 
@@ -665,6 +673,8 @@ class NomadTimelines:
                EV_STARTED)
         _phase(phases, issues, "notification", a.started, a.running, EV_STARTED,
                running_name)
+        _phase(phases, issues, "commit", a.running, a.running_reply, running_name,
+               f"{EV_UPDATE_REPLY} (client_status running)")
         dereg = self._deregister_for(a, reg)
         if dereg is not None and a.terminal is not None:
             _phase(phases, issues, "stop", dereg.event, a.terminal, EV_DEREGISTER,
