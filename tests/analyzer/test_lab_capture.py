@@ -1,7 +1,9 @@
-"""The facts a real lab capture must yield (tests/data/nomad-lab-3runs: 3 sequential runs of
-`vimprof capture` on the two-host Nomad lab, scrubbed), checked against sources independent of
-the capture: the pusher's client-side instants and Nomad's own task events (one machine, one
-clock)."""
+"""The facts a real lab capture must yield, on each Nomad version users run: 3 sequential runs of
+`vimprof capture` on the two-host Nomad lab, scrubbed (tests/data/nomad-lab-3runs: Nomad
+v1.11.3, whose clients authenticate with node identity JWTs; tests/data/nomad163-lab-3runs:
+v1.6.3, whose clients send their node SecretID as AuthToken), checked against sources
+independent of the capture: the pusher's client-side instants and Nomad's own task events (one
+machine, one clock)."""
 
 from __future__ import annotations
 
@@ -16,18 +18,26 @@ from vimprof.analyzer import analyze_run
 from vimprof.analyzer.analyze import decode_capture
 from vimprof.rundir import RunDir
 
-LAB = Path(__file__).parent.parent / "data" / "nomad-lab-3runs"
-ALLOCS = {
-    "vimprof-lab3-88c765-0000": "b8615eca-28ea-f411-450b-f8db593eb5c3",
-    "vimprof-lab3-88c765-0001": "88f826ab-aa12-821b-71a0-5a361a06b39a",
-    "vimprof-lab3-88c765-0002": "5463f55c-3a04-5ae7-3a9b-53405e881014",
-}
+DATA = Path(__file__).parent.parent / "data"
+LABS = {"v1.11.3": DATA / "nomad-lab-3runs", "v1.6.3": DATA / "nomad163-lab-3runs"}
+PHASES = {"api", "scheduling", "client_pickup", "task_start", "notification", "instantiation",
+          "total", "commit", "stop"}
+
+
+@pytest.fixture(scope="module", params=sorted(LABS))
+def lab(request) -> Path:
+    return LABS[request.param]
+
+
+def _allocs(lab: Path) -> dict[str, str]:
+    """job id -> allocation id, from the pusher's requests.jsonl (the client's view)."""
+    return {r["job_id"]: r["alloc_id"] for r in RunDir(lab).read(rundir.REQUESTS)}
 
 
 @pytest.fixture(scope="module")
-def analyzed(tmp_path_factory):
+def analyzed(lab, tmp_path_factory):
     run = RunDir(tmp_path_factory.mktemp("runs") / "lab3")
-    shutil.copytree(LAB, run.path)
+    shutil.copytree(lab, run.path)
     result = analyze_run(run)
     requests = {r["alloc_id"]: r for r in run.read(rundir.REQUESTS)}
     task_events: dict[str, dict[str, int]] = {}
@@ -36,27 +46,35 @@ def analyzed(tmp_path_factory):
     return result, run.read(rundir.TIMELINES), requests, task_events
 
 
-def test_decoders_see_the_whole_conversation():
-    d = decode_capture(LAB / "capture.pcap")
+def test_the_capture_is_of_the_version_it_claims(lab):
+    version = RunDir(lab).manifest()["vim"]["version"]
+    assert f"v{version}" in LABS and LABS[f"v{version}"] == lab
+
+
+def test_decoders_see_the_whole_conversation(lab):
+    allocs = _allocs(lab)
+    d = decode_capture(lab / "capture.pcap")
     assert d.warnings == [] and d.counts["tcp_gaps"] == 0 and d.counts["rpc_lost_messages"] == 0
     assert {"Node.GetClientAllocs", "Alloc.GetAllocs", "Node.UpdateAlloc"} <= {
         m.method for m in d.rpc}
     registers = [m.path for m in d.http if m.kind == "request" and m.method == "POST"]
-    assert registers == [f"/v1/job/{job}" for job in ALLOCS]
+    assert registers == [f"/v1/job/{job}" for job in allocs]
     # every Alloc.GetAllocs response names the allocation of the job it belongs to
     for m in d.rpc:
         if m.method == "Alloc.GetAllocs" and m.direction == "response":
             for alloc in m.body["Allocs"]:
-                assert ALLOCS[alloc["JobID"]] == alloc["ID"]
+                assert allocs[alloc["JobID"]] == alloc["ID"]
 
 
-def test_one_complete_timeline_per_run(analyzed):
+def test_one_complete_timeline_per_run(lab, analyzed):
+    allocs = _allocs(lab)
     result, timelines, requests, _ = analyzed
     assert result.counts["timelines"] == 3 and result.counts["incomplete"] == 0
-    assert {t["instance"] for t in timelines} == set(ALLOCS.values()) == set(requests)
+    assert {t["instance"] for t in timelines} == set(allocs.values()) == set(requests)
     for t in timelines:
         assert t["complete"] and t["issues"] == []
-        assert ALLOCS[t["job"]] == t["instance"]
+        assert set(t["phases"]) == PHASES
+        assert allocs[t["job"]] == t["instance"]
         assert t["run"] == requests[t["instance"]]["run"]
 
 
@@ -76,6 +94,20 @@ def test_phases_agree_with_client_times_and_task_events(analyzed):
         # client's 200 ms batch ticker, after the task started
         assert p["scheduling"]["ms"] < 100
         assert p["instantiation"]["end_ns"] - ev["Started"] > 100e6
+        # the finer phases chain: register answered inside scheduling, the pull answered,
+        # the task started, the running report sent, then committed by the server (its
+        # 50 ms update batch) before the pusher could see "running"
+        assert p["api"]["start_ns"] == p["total"]["start_ns"]
+        assert p["api"]["end_ns"] <= req["t_registered_ns"]
+        assert p["client_pickup"]["start_ns"] == p["scheduling"]["end_ns"]
+        assert p["task_start"]["end_ns"] == p["notification"]["start_ns"]
+        assert p["notification"]["end_ns"] == p["total"]["end_ns"] == p["commit"]["start_ns"]
+        assert 40 < p["commit"]["ms"] < 200
+        # the pusher's blocking query wakes at the Raft apply, just before the reply leaves
+        assert p["commit"]["end_ns"] <= req["t_running_ns"] + 5e6
+        assert p["commit"]["ms"] >= 0.8 * (req["t_running_ns"] - p["total"]["end_ns"]) / 1e6
+        # the stop: deregister to the terminal report, inside the pusher's stop wait
+        assert req["t_stop_ns"] <= p["stop"]["start_ns"] < p["stop"]["end_ns"] <= req["t_gone_ns"]
 
 
 def test_timelines_hold_no_credential(analyzed):

@@ -73,7 +73,32 @@ def test_not_a_pcap_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "name",
     ["nomad-dev-mock.pcap", "nomad-lab-3runs/capture.pcap", "nova-lab-delete/capture.pcap",
-     "nova-lab-boot/capture.pcap", "nova-lab-keystone/capture.pcap"],
+     "nova-lab-boot/capture.pcap", "nova-lab-keystone/capture.pcap",
+     "nomad163-lab-3runs/capture.pcap"],
 )
 def test_committed_captures_hold_no_credential(name):
     assert find_secrets(DATA / name) == []
+
+
+def test_v16_node_secret_on_the_wire_is_blanked(nomad_lab, tmp_path):
+    """Nomad v1.6 clients send their node SecretID as the AuthToken of every RPC (no node
+    identity JWT yet: client/client.go secretNodeID): a real lab capture carries it, the
+    scrubbed copy does not, and analyzes to the same timelines."""
+    import subprocess
+    import sys
+
+    secret = (Path(nomad_lab.lab_dir) / "client" / "data" / "client" / "secret-id").read_text()
+    assert len(secret.strip()) == 36
+    res = subprocess.run([sys.executable, "-m", "vimprof.cli", "capture", "--runs", "1",
+                          "--label", "sec", "--no-analyze"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    raw = tmp_path / "runs" / "sec" / "capture.pcap"
+    assert nomad_lab.nomad_version.startswith("Nomad v1.6"), nomad_lab.nomad_version
+    assert secret.strip().encode() in raw.read_bytes()
+    assert any(secret.strip()[:12] in f for f in find_secrets(raw))
+    out = tmp_path / "scrubbed.pcap"
+    scrub_pcap(raw, out)
+    assert secret.strip().encode() not in out.read_bytes()
+    assert find_secrets(out) == []
+    assert analyze_capture(out) == analyze_capture(raw)
