@@ -41,7 +41,7 @@ def test_capture_twice_then_compare(nomad_lab, tmp_path):
         assert [r["run"] for r in requests] == list(range(5))
         assert all(r["ok"] and r["client_status"] == "complete" for r in requests), requests
         manifest = json.loads((run / "manifest.json").read_text())
-        assert manifest["vim"]["version"] == "1.11.3"
+        assert manifest["vim"]["version"] == "1.6.3"
         assert manifest["campaign"]["memory_mb"] == (256 if extra else 128)
         assert manifest["interrupted"] is False
 

@@ -30,7 +30,7 @@ def nomad_binary() -> Path:
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):
             return c
-    raise VimprofError("no Nomad binary found: run scripts/setup (it builds Nomad v1.11.3)")
+    raise VimprofError("no Nomad binary found: run scripts/setup (it builds Nomad v1.6.3)")
 
 
 def testvnf_kernel() -> Path:
@@ -58,7 +58,7 @@ def driver_plugin() -> Path:
 
 
 def nomad_reactive_binary() -> Path:
-    """Nomad v1.11.3 with patches/nomad-xen/nomad-reactive.patch (allocation status sent at once).
+    """Nomad v1.6.3 with patches/nomad-xen/nomad-reactive.patch (allocation status sent at once).
 
     Built by patches/nomad-xen/build.sh (called by scripts/setup), linked at
     <cache>/bin/nomad-reactive. Raises VimprofError when it is missing.

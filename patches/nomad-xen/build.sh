@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the micro-VNF task driver plugin (driver/) and the reactive Nomad (v1.11.3 with
+# Builds the micro-VNF task driver plugin (driver/) and the reactive Nomad (v1.6.3 with
 # nomad-reactive.patch), cached by a key of their inputs:
 #   $CACHE/plugins/<key>/nomad-driver-xen      -> symlink $CACHE/bin/nomad-driver-xen
 #   $CACHE/nomad-reactive/<key>/nomad          -> symlink $CACHE/bin/nomad-reactive
@@ -9,7 +9,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${1:-${VIMPROF_CACHE:-$HOME/.cache/vimprof}}
-nomad_version=v1.11.3
+nomad_version=v1.6.3
 
 step() { printf '==> %s\n' "$*"; }
 fail() { # what failed, how to retry

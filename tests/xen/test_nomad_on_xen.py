@@ -1,7 +1,7 @@
 """Nomad on Xen: campaigns through the Nomad server (hostc) and a client in the Xen lab's dom0
 whose micro-VNF driver plugin runs PV guests with `xl` (vimprof.lab.nomad_xen).
 
-Real parts only: Xen 4.17 in QEMU/TCG, Nomad v1.11.3, the built plugin, xenstored through pyxs.
+Real parts only: Xen 4.17 in QEMU/TCG, Nomad v1.6.3, the built plugin, xenstored through pyxs.
 Takes both machine-wide locks (the Xen lab's and the Nomad lab's) through their fixtures.
 Skipped, with the reason, when scripts/setup-xen or scripts/setup has not run.
 """

@@ -24,7 +24,6 @@ import (
 	"github.com/hashicorp/nomad/drivers/shared/executor"
 	"github.com/hashicorp/nomad/plugins/base"
 	"github.com/hashicorp/nomad/plugins/drivers"
-	"github.com/hashicorp/nomad/plugins/drivers/fsisolation"
 	"github.com/hashicorp/nomad/plugins/shared/hclspec"
 	pstructs "github.com/hashicorp/nomad/plugins/shared/structs"
 )
@@ -91,7 +90,7 @@ func capabilitiesFor(variant string) *drivers.Capabilities {
 	return &drivers.Capabilities{
 		SendSignals:          false,
 		Exec:                 false,
-		FSIsolation:          fsisolation.None,
+		FSIsolation:          drivers.FSIsolationNone,
 		NetIsolationModes:    []drivers.NetIsolationMode{drivers.NetIsolationModeHost, drivers.NetIsolationModeGroup},
 		MountConfigs:         drivers.MountConfigSupportNone,
 		DisableLogCollection: variant == VariantTuned,
@@ -366,7 +365,6 @@ func (d *Driver) startExecutor(cfg *drivers.TaskConfig, argv []string, h *taskHa
 		&executor.ExecutorConfig{
 			LogFile:  filepath.Join(cfg.TaskDir().Dir, "executor.out"),
 			LogLevel: "debug",
-			Compute:  nc.Topology.Compute(),
 		})
 	if err != nil {
 		return fmt.Errorf("starting the Nomad executor: %v", err)
@@ -573,13 +571,8 @@ func (d *Driver) RecoverTask(handle *drivers.TaskHandle) error {
 		if err != nil {
 			return fmt.Errorf("failed to build reattach config: %v", err)
 		}
-		d.mu.RLock()
-		nc := d.nomadConfig
-		d.mu.RUnlock()
-		if nc == nil {
-			return errors.New("cannot reattach to the executor without the agent config")
-		}
-		execImpl, pc, err := executor.ReattachToExecutor(rc, d.logger.With("task_name", st.TaskConfig.Name), nc.Topology.Compute())
+		// v1.6's ReattachToExecutor needs no agent config (v1.11's took the node's compute)
+		execImpl, pc, err := executor.ReattachToExecutor(rc, d.logger.With("task_name", st.TaskConfig.Name))
 		if err != nil {
 			return fmt.Errorf("failed to reattach to executor: %v", err)
 		}

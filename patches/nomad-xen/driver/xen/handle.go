@@ -122,7 +122,7 @@ func (h *taskHandle) watchExecutor() {
 		h.setExited(&drivers.ExitResult{ExitCode: -1, Err: fmt.Errorf("executor: error waiting on process: %v", err)})
 		return
 	}
-	h.setExited(&drivers.ExitResult{ExitCode: ps.ExitCode, Signal: ps.Signal, OOMKilled: ps.OOMKilled})
+	h.setExited(&drivers.ExitResult{ExitCode: ps.ExitCode, Signal: ps.Signal})
 }
 
 // watchCmd waits on a child the plugin spawned itself (tuned qemu).

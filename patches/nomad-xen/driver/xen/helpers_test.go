@@ -7,13 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	hclog "github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/client/lib/cgroupslib"
-	"github.com/hashicorp/nomad/client/lib/numalib"
 	"github.com/hashicorp/nomad/helper/testlog"
 	"github.com/hashicorp/nomad/helper/uuid"
 	"github.com/hashicorp/nomad/nomad/structs"
@@ -24,21 +20,6 @@ import (
 )
 
 const readyLine = "vimprof-testvnf: ready"
-
-var (
-	topoOnce sync.Once
-	topo     *numalib.Topology
-)
-
-// topology scans the host once and, like the Nomad client at start, initialises Nomad's cgroup
-// tree (on cgroups v1 the executor cannot place tasks in an uninitialised cpuset).
-func topology() *numalib.Topology {
-	topoOnce.Do(func() {
-		topo = numalib.Scan(numalib.PlatformScanners(false))
-		_ = cgroupslib.Init(hclog.NewNullLogger(), topo.UsableCores().String())
-	})
-	return topo
-}
 
 // testKernel is the test micro-VNF (scripts/setup builds it); the test is skipped without it
 // or without qemu.
@@ -74,7 +55,7 @@ func newHarness(t *testing.T, c Config) *harness {
 	var data []byte
 	must.NoError(t, base.MsgPackEncode(&data, c))
 	must.NoError(t, h.SetConfig(&base.Config{PluginConfig: data,
-		AgentConfig: &base.AgentConfig{Driver: &base.ClientDriverConfig{Topology: topology()}}}))
+		AgentConfig: &base.AgentConfig{Driver: &base.ClientDriverConfig{}}}))
 	hh := &harness{DriverHarness: h, d: d}
 	// no h.Kill(): it closes the client (whose Shutdown RPC stops the server) and stops the
 	// server itself, a data race inside go-plugin; MkAllocDir's cleanup closes the client
@@ -82,7 +63,7 @@ func newHarness(t *testing.T, c Config) *harness {
 	return hh
 }
 
-func testResources(allocID, task string, memMB int64) *drivers.Resources {
+func testResources(memMB int64) *drivers.Resources {
 	return &drivers.Resources{
 		NomadResources: &structs.AllocatedTaskResources{
 			Memory: structs.AllocatedMemoryResources{MemoryMB: memMB},
@@ -91,19 +72,19 @@ func testResources(allocID, task string, memMB int64) *drivers.Resources {
 		LinuxResources: &drivers.LinuxResources{
 			MemoryLimitBytes: memMB << 20,
 			CPUShares:        100,
-			CpusetCgroupPath: cgroupslib.LinuxResourcesPath(allocID, task, false),
 		},
 	}
 }
 
-// newTask builds a task with an alloc dir (and logmon when logs) and its cgroup.
+// newTask builds a task with an alloc dir (and logmon when logs); v1.6's MkAllocDir creates the
+// task's cgroup itself (cgroups v2 only; the stock executor places no task in a cgroup unless
+// ResourceLimits/BasicProcessCgroup is set, which this driver does not do).
 func newTask(t *testing.T, h *harness, tc TaskConfig, logs bool) *drivers.TaskConfig {
 	t.Helper()
 	allocID := uuid.Generate()
 	task := &drivers.TaskConfig{AllocID: allocID, ID: uuid.Generate(), Name: "vnf", NodeName: "test-node",
-		Resources: testResources(allocID, "vnf", 32)}
+		Resources: testResources(32)}
 	must.NoError(t, task.EncodeConcreteDriverConfig(&tc))
-	h.MakeTaskCgroup(allocID, "vnf")
 	cleanup := h.MkAllocDir(task, logs)
 	t.Cleanup(cleanup)
 	return task

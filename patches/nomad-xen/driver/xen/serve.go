@@ -13,11 +13,12 @@ import (
 
 const capabilitiesMethod = "/hashicorp.nomad.plugins.drivers.proto.Driver/Capabilities"
 
-// Serve runs the driver as an external Nomad plugin, like plugins.Serve, with one fix: Nomad
-// v1.11.3's gRPC driver server (plugins/drivers/server.go Capabilities) never copies
-// DisableLogCollection (nor MountConfigs) into the response although the client side
+// Serve runs the driver as an external Nomad plugin, like plugins.Serve, with one fix: Nomad's
+// gRPC driver server (plugins/drivers/server.go Capabilities, in v1.6.3 as in v1.11.3) never
+// copies DisableLogCollection (nor MountConfigs) into the response although the client side
 // (plugins/drivers/client.go) reads them, so an external driver cannot disable logmon. A unary
-// interceptor fills them in from the driver's own Capabilities.
+// interceptor fills them in from the driver's own Capabilities (TestSDKServerDropsDisableLogCollection
+// tells when the SDK stops needing it).
 func Serve(ctx context.Context) {
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, JSONFormat: true})
 	d := NewDriver(ctx, logger)
