@@ -55,13 +55,13 @@ if [ ! -x "$reactive" ]; then
     mkdir -p "$build"
     cp "$here/reactive/go.mod" "$here/reactive/go.sum" "$build/"
     src="$(go env GOMODCACHE)/github.com/hashicorp/nomad@$nomad_version"
-    if [ ! -d "$src" ]; then # outside any module, so the wrapper's replace does not apply
-        src=$(cd / && GOFLAGS= go mod download -json "github.com/hashicorp/nomad@$nomad_version" \
-            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    if [ ! -d "$src" ]; then # from nomad-build/, whose go.sum verifies it (no checksum database)
+        src=$(cd "$here/../../nomad-build" && GOFLAGS= go mod download -json \
+            "github.com/hashicorp/nomad@$nomad_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     fi
     [ -n "$src" ] && [ -d "$src" ] \
         || fail "go mod download github.com/hashicorp/nomad@$nomad_version" \
-                "cd / && go mod download -json github.com/hashicorp/nomad@$nomad_version"
+                "cd $here/../../nomad-build && go mod download -json github.com/hashicorp/nomad@$nomad_version"
     cp -r "$src" "$build/nomad" && chmod -R u+w "$build/nomad"
     (cd "$build/nomad" && patch -p1 --forward --quiet < "$here/nomad-reactive.patch") \
         || fail "applying nomad-reactive.patch to $src" \
