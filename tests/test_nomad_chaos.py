@@ -59,8 +59,8 @@ def test_signal_mid_campaign_leaves_no_job(nomad_lab, tmp_path, sig):
 
 
 def test_next_campaign_purges_what_a_killed_one_left(nomad_lab, tmp_path):
-    """SIGKILL leaves a job (its stub in the job list has no Meta: the tag is read from the job
-    itself); the next campaign purges it first and says so in the terminal and the manifest."""
+    """SIGKILL leaves a job (found by its meta tag, which a plain job list leaves out); the next
+    campaign purges it first and says so in the terminal and the manifest."""
     pusher = NomadPusher(nomad_lab.http_addr)
     start_and_kill(["--runs", "40", "--label", "chaos-next"], tmp_path, signal.SIGKILL,
                    _in_flight(pusher, "chaos-next"))

@@ -41,6 +41,18 @@ def cli() -> None:
               help="With --nomad-addr: the interface to capture on (default: no capture).")
 @click.option("--kernel", metavar="PATH",
               help="With --nomad-addr: the micro-VNF kernel path on the Nomad client.")
+@click.option("--job", "job_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="With --nomad-addr: your own jobspec (HCL2 or JSON) as the instance instead "
+                   "of the built-in micro-VNF; renamed and tagged per run.")
+@click.option("--job-group", metavar="NAME",
+              help="With --job: the task group whose allocation is the measured instance "
+                   "(needed when the job has several groups or a count above 1).")
+@click.option("--token", metavar="TOKEN", help="With --nomad-addr: ACL token [env NOMAD_TOKEN].")
+@click.option("--ca-cert", metavar="PEM", help="CA of the cluster's TLS [env NOMAD_CACERT].")
+@click.option("--client-cert", metavar="PEM", help="TLS client certificate [env NOMAD_CLIENT_CERT].")
+@click.option("--client-key", metavar="PEM", help="Its key [env NOMAD_CLIENT_KEY].")
+@click.option("--tls-server-name", metavar="NAME",
+              help="Name the server certificate is checked against [env NOMAD_TLS_SERVER_NAME].")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto",
               show_default=True, help="QEMU accelerator for the guests (auto: measured).")
 @click.option("--memory-mb", type=click.IntRange(min=4), default=None,
@@ -83,7 +95,11 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             nomad_variant: str, warmup_runs: int, floor: bool | None, force: bool,
             no_analyze: bool, runs_dir: Path, nova_driver: str = "stock",
             os_cloud: str | None = None, image: str | None = None, flavor: str | None = None,
-            poll_ms: float = 50.0, backend: str = "qemu", live: bool = False) -> None:
+            poll_ms: float = 50.0, backend: str = "qemu", live: bool = False,
+            job_file: Path | None = None, job_group: str | None = None,
+            token: str | None = None, ca_cert: str | None = None,
+            client_cert: str | None = None, client_key: str | None = None,
+            tls_server_name: str | None = None) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
     if memory_mb is None:
         memory_mb = 32 if backend == "xl" else 128
@@ -108,15 +124,22 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     from vimprof.campaigns import nomad as campaign
 
     if nomad_addr:
-        if not kernel:
-            raise VimprofError("--nomad-addr needs --kernel: the micro-VNF kernel on the client")
+        from vimprof.pushers import nomad_jobspec
+        from vimprof.pushers.nomad_access import ClusterAccess
+
         if driver != "qemu" or nomad_variant != "stock" or backend != "qemu":
             raise VimprofError("--driver xen-* and --nomad tuned need the embedded lab (the "
                                "plugin's hooks file and the Nomad build are set up by it)")
-        target = campaign.remote_target(nomad_addr, kernel, accel, capture_iface)
+        access = ClusterAccess.from_env(nomad_addr, token, ca_cert, client_cert, client_key,
+                                        tls_server_name)
+        if job_group and not job_file:
+            raise VimprofError("--job-group goes with --job FILE")
+        user_job = nomad_jobspec.load(job_file, access, job_group) if job_file else None
+        target = campaign.remote_target(access, kernel, accel, capture_iface, user_job)
     else:
-        if capture_iface or kernel:
-            raise VimprofError("--capture-iface and --kernel only apply with --nomad-addr")
+        if capture_iface or kernel or job_file or token or ca_cert or client_cert:
+            raise VimprofError("--capture-iface, --kernel, --job, --token and the TLS options "
+                               "only apply with --nomad-addr")
         target = campaign.lab_target(accel, console, nomad_variant, driver, backend)
     if warmup_runs >= runs:
         raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
@@ -124,9 +147,10 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     spec = campaign.CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s,
                                  driver=driver, warmup_runs=warmup_runs,
                                  floor=driver != "qemu" if floor is None else floor)
+    what = (f"job {target.job.source}" if target.job else
+            f"{driver} driver, {target.accelerator}, {memory_mb} MB")
     console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad "
-                  f"({target.nomad_variant}) at {target.nomad_addr} ({driver} driver, "
-                  f"{target.accelerator}, {memory_mb} MB)")
+                  f"({target.nomad_variant}) at {target.nomad_addr} ({what})")
     live_analysis = None
     if live and target.capture_iface:
         from vimprof.analyzer.follow import Follower, LiveAnalysis, describe
@@ -361,8 +385,11 @@ def lab_status(vim: str) -> None:
 @click.option("--nomad-addr", metavar="URL", help="A Nomad cluster (default: the embedded lab).")
 @click.option("--os-cloud", metavar="NAME",
               help="nova: a cloud from clouds.yaml (default: the embedded lab).")
+@click.option("--token", metavar="TOKEN",
+              help="With --nomad-addr: ACL token [env NOMAD_TOKEN; TLS from NOMAD_CACERT ...].")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-def clean(vim: str | None, nomad_addr: str | None, os_cloud: str | None, dry_run: bool) -> None:
+def clean(vim: str | None, nomad_addr: str | None, os_cloud: str | None, dry_run: bool,
+          token: str | None = None) -> None:
     """Delete what earlier campaigns left on a target: Nomad jobs and Nova servers carrying
     vimprof's tag (after a vimprof killed with SIGKILL, or a host that rebooted mid-campaign).
     Nothing without the tag is touched. Exits 1 if something could not be deleted."""
@@ -380,7 +407,8 @@ def clean(vim: str | None, nomad_addr: str | None, os_cloud: str | None, dry_run
     results = []
     for v in vims:
         if v == "nomad":
-            results.append(cleaner.clean_nomad(cleaner.nomad_addr(nomad_addr), dry_run, console))
+            results.append(cleaner.clean_nomad(cleaner.nomad_access(nomad_addr, token), dry_run,
+                                               console))
         else:
             cloud, what = cleaner.nova_cloud(os_cloud)
             results.append(cleaner.clean_nova(cloud, dry_run, console, what))

@@ -39,6 +39,7 @@ from typing import Any
 from vimprof.analyzer.amqp import AmqpConnection, AmqpMessage, AmqpStats
 from vimprof.analyzer.enrich import DEFAULT_TOLERANCE_MS, Enricher, read_jsonl
 from vimprof.analyzer.http import HttpConnection, HttpMessage
+from vimprof.analyzer.nomad_events import timelines_from_events
 from vimprof.analyzer.nomad_phases import IDLE_NS, NomadTimelines, timeline_key
 from vimprof.analyzer.nomad_rpc import BODY_FIELDS, NomadRpcConnection, RpcMessage, RpcStats
 from vimprof.analyzer.nova_phases import AMQP_PORTS, NovaTimelines
@@ -645,7 +646,7 @@ def analyze_run(
                                   tolerance_ms=tolerance_ms)
     cap = run.file(CAPTURE)
     extra = list(extra_captures)
-    if not cap.is_file() and not extra:
+    if not cap.is_file() and not extra and not _has_event_stream(run):
         raise VimprofError(
             f"no {CAPTURE} in {run.path}; record one with `vimprof capture` "
             "(or copy a tcpdump capture there) before `vimprof analyze`"
@@ -653,6 +654,15 @@ def analyze_run(
     sources: list[CaptureSource] = ([cap] if cap.is_file() else []) + extra
     return analyze_sources(run, sources, hooks_offset_ns=hooks_offset_ns,
                            tolerance_ms=tolerance_ms)
+
+
+def _has_event_stream(run: RunDir) -> bool:
+    """Whether the run recorded Nomad's allocation events (pushers/nomad_events.py)."""
+    p = run.file(VIM_EVENTS)
+    if not p.is_file():
+        return False
+    with open(p, encoding="utf-8") as fh:
+        return any('"via":"event-stream"' in line for line in fh)
 
 
 def analyze_sources(
@@ -677,17 +687,29 @@ def analyze_sources(
     own = spool is None
     spool = spool or TimelineSpool(out, lambda t: _belongs(t, job_runs))
 
+    wired: set[str] = set()  # instances the capture gave a timeline for
+
     def keep(tl: dict[str, Any]) -> None:
         before = spool.counts["timelines"]
         spool.add(tl)
+        wired.add(tl["instance"])
         if on_timeline is not None and spool.counts["timelines"] > before:
             on_timeline(tl)
 
     try:
-        _none, d, more = analyze(
-            sources, job_runs, hooks, vim_events, requests, hooks_offset_ns, tolerance_ms,
-            on_timeline=keep,
-        )
+        if sources:
+            _none, d, more = analyze(
+                sources, job_runs, hooks, vim_events, requests, hooks_offset_ns, tolerance_ms,
+                on_timeline=keep,
+            )
+        else:  # no capture: Nomad's own events and the client's instants only
+            d, more = Decoded(), []
+        if enrich:
+            why = ("the RPC is TLS-encrypted" if any(ENCRYPTED in w for w in d.warnings)
+                   else "no capture was analyzed" if not sources
+                   else "the capture has no messages about it")
+            for tl in timelines_from_events(requests, vim_events, wired, why):
+                keep(tl)
     except BaseException:
         if own:
             spool.discard()

@@ -16,6 +16,7 @@ from rich.console import Console
 from vimprof import interrupts
 from vimprof.errors import VimprofError
 from vimprof.pushers.nomad import TERMINAL, NomadPusher
+from vimprof.pushers.nomad_access import ClusterAccess, reachable
 
 
 @dataclass
@@ -28,26 +29,27 @@ class Cleaned:
     remaining: list[str] = field(default_factory=list)
 
 
-def nomad_addr(addr: str | None) -> str:
-    """`addr`, or the running embedded lab's API; VimprofError when neither exists."""
+def nomad_access(addr: str | None, token: str | None = None) -> ClusterAccess:
+    """`addr` with its token and TLS settings (flags, then NOMAD_* variables), or the running
+    embedded lab's API; VimprofError when neither exists."""
     if addr:
-        return addr
+        return ClusterAccess.from_env(addr, token)
     from vimprof.lab import nomad as lab
 
     state = lab.current()
     if state is None:
         raise VimprofError("the Nomad lab is not running, so it has nothing to clean: pass "
                            "--nomad-addr for a cluster")
-    return state.http_addr
+    return ClusterAccess(addr=state.http_addr)
 
 
-def clean_nomad(addr: str, dry_run: bool, console: Console, token: str | None = None) -> Cleaned:
-    """Purge vimprof's leftover jobs at `addr` (their allocations stop, their guests end);
-    waits until none of their allocations still runs. Raises VimprofError when Nomad is
-    unreachable or refuses the listing."""
-    pusher = NomadPusher(addr, token=token)
-    pusher.check_reachable()
-    out = Cleaned(target=f"Nomad at {addr}")
+def clean_nomad(access: ClusterAccess, dry_run: bool, console: Console) -> Cleaned:
+    """Purge vimprof's leftover jobs (their allocations stop, their guests end); waits until
+    none of their allocations still runs. Raises VimprofError when Nomad is unreachable or
+    refuses the listing."""
+    reachable(access)
+    pusher = NomadPusher(access.addr, access=access)
+    out = Cleaned(target=f"Nomad at {access.addr}")
     jobs = pusher.leftovers()
     for job_id in jobs:
         allocs = pusher.api.job.get_allocations(job_id)

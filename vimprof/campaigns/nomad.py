@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import platform
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from vimprof.capture import Capture
 from vimprof.drivers.hooks import HooksTail, floor_probe
 from vimprof.errors import VimprofError
 from vimprof.pushers.nomad import JOB_PREFIX, GuestSpec, NomadPusher
+from vimprof.pushers.nomad_access import WILDCARD_DC_VERSION, ClusterAccess, Preflight, preflight
+from vimprof.pushers.nomad_events import EventStream
+from vimprof.pushers.nomad_jobspec import UserJob
 from vimprof.rundir import RunDir
 
 
@@ -45,6 +49,8 @@ class Target:
     backend: str = "qemu"  # the xen plugin's backend: "xl" is Nomad on Xen (lab.nomad_xen)
     ready_line: str | None = "vimprof-testvnf: ready"  # xen: None, spawn ends at the domain
     xenstored_socket: str | None = None  # xl: the Xen lab's xenstored (DomainWatcher)
+    access: ClusterAccess | None = None  # a user's cluster: ACL token, TLS (not the lab)
+    job: UserJob | None = None  # the user's own jobspec instead of the built-in micro-VNF
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,15 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     Raises VimprofError when the VIM is unreachable before the first request or the capture
     cannot start; KeyboardInterrupt after cleaning up (vimprof.campaigns.engine).
     """
-    pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s)
-    version = pusher.version()  # also: unreachable -> clear error before any request
+    pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s, access=target.access)
+    pre = None
+    if target.lab:
+        version = pusher.version()  # also: unreachable -> clear error before any request
+    else:  # a user's cluster: reachable, TLS, token and capabilities, before any change
+        probe = target.job or _guest(spec, target, ("*",))
+        pre = preflight(pusher.access, probe.job(f"{JOB_PREFIX}preflight"))
+        version = pre.version or "unknown (the token may not read /v1/agent/self)"
+        _warn_expiry(console, pre, spec)
     purged = engine.purge_leftovers(console, pusher.leftovers(), pusher.purge, "job")
     if purged:
         pusher.wait_no_allocs_running()
@@ -79,15 +92,20 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     if xen and target.lab and target.driver_variant != spec.driver.removeprefix("xen-"):
         raise VimprofError(f"the lab's driver plugin runs {target.driver_variant or 'nowhere'}, "
                            f"not {spec.driver}: bring the lab up with that variant")
-    artifact = f"{target.artifact_url}/{Path(target.kernel).name}" if target.artifact_url else None
     xl = xen and target.backend == "xl"
     if target.backend == "xl" and not xen:
         raise VimprofError("the xl backend is the xen driver plugin's: use --driver xen-stock "
                            "or xen-tuned")
-    guest = GuestSpec(kernel=target.kernel, accelerator=target.accelerator,
-                      memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact,
-                      backend=target.backend if xen else "qemu", ready_line=target.ready_line)
+    old_dc = pre is not None and pre.datacenter and (pre.version_tuple() or (99,)) < \
+        WILDCARD_DC_VERSION
+    guest = target.job or _guest(spec, target, (pre.datacenter,) if old_dc else ("*",))
     hooks = HooksTail(target.hooks_file) if xen and target.hooks_file else None
+    events = None
+    if not target.lab:  # Nomad's own allocation events: timelines even when the RPC is TLS
+        events = EventStream(pusher.access, f"{JOB_PREFIX}{spec.label}-{campaign_id}-").start()
+        if events.error:
+            console.print(f"[yellow]warning:[/] {events.error}: without the capture's RPC "
+                          "phases and Nomad's events, only client-side phases are measured")
     engine.start(
         run,
         label=spec.label,
@@ -108,6 +126,12 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         clock="one machine, one clock: capture, client and VIM times are directly comparable"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
         leftovers_purged=purged,
+        **({"cluster": {"acl": pre.acl, "token_name": pre.token_name,
+                        "tls": pusher.access.addr.startswith("https://"),
+                        "event_stream": events.error if events and events.error else "on"}}
+           if pre else {}),
+        **({"job": {"source": target.job.source, "group": target.job.group}}
+           if target.job else {}),
     )
 
     capture = None
@@ -123,6 +147,8 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
 
     def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
         job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+        for ev in events.take() if events else ():  # the previous run's, all in by now
+            out.vim_events.write(ev)
         if xlrun:
             xlrun.before_run(i)
         rec = pusher.run_once(i, job_id, guest)
@@ -144,6 +170,11 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                         else f"[red]failed: {rec.error}")
 
     def finish(out: engine.Outputs) -> None:
+        if events:  # the last run's terminal status reaches the stream just after the pusher
+            time.sleep(1.0)
+            events.stop()
+            for ev in events.take():
+                out.vim_events.write(ev)
         if hooks:  # lines the plugin wrote late, also when interrupted
             for h in hooks.take_all(allocs):
                 out.hooks.write(h)
@@ -156,6 +187,26 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         begin=xlrun.start if xlrun else None, finish=finish,
         what="in-flight job purged",
         end_fields=lambda: {"xen": xlrun.summary()} if xlrun else {})
+
+
+def _guest(spec: CampaignSpec, target: Target, datacenters: tuple[str, ...]) -> GuestSpec:
+    """The built-in micro-VNF job of this campaign."""
+    artifact = f"{target.artifact_url}/{Path(target.kernel).name}" if target.artifact_url else None
+    xen = spec.driver.startswith("xen-")
+    return GuestSpec(kernel=target.kernel, accelerator=target.accelerator,
+                     memory_mb=spec.memory_mb, driver=spec.driver, artifact_url=artifact,
+                     backend=target.backend if xen else "qemu", ready_line=target.ready_line,
+                     datacenters=datacenters)
+
+
+def _warn_expiry(console: Console, pre: Preflight, spec: CampaignSpec) -> None:
+    """Say so when the token may expire before a campaign of this length ends."""
+    if pre.token_expires_ns is None:
+        return
+    left_s = (pre.token_expires_ns - time.time_ns()) / 1e9
+    if left_s < spec.runs * spec.timeout_s:
+        console.print(f"[yellow]warning:[/] the token expires in {left_s:.0f} s; a campaign of "
+                      f"{spec.runs} run(s) may outlast it (at most {spec.timeout_s:.0f} s each)")
 
 
 def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",
@@ -202,11 +253,19 @@ def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",
                   hooks_file=state.hooks_file, artifact_url=state.artifact_url)
 
 
-def remote_target(addr: str, kernel: str, accelerator: str, iface: str | None) -> Target:
+def remote_target(access: ClusterAccess, kernel: str | None, accelerator: str,
+                  iface: str | None, job: UserJob | None = None) -> Target:
+    """A user's cluster at `access`: the built-in micro-VNF (`kernel`, a path on the clients)
+    or the user's own `job`. Raises VimprofError for a relative kernel path or neither."""
     if accelerator == "auto":
         accelerator = "tcg"
-    if not Path(kernel).is_absolute():
-        raise VimprofError("--kernel must be an absolute path on the Nomad client")
-    return Target(nomad_addr=addr, kernel=kernel, accelerator=accelerator,
+    if job is None:
+        if not kernel:
+            raise VimprofError("--nomad-addr needs --kernel (the micro-VNF kernel on the "
+                               "clients) or --job FILE (your own jobspec)")
+        if not Path(kernel).is_absolute():
+            raise VimprofError("--kernel must be an absolute path on the Nomad client")
+    return Target(nomad_addr=access.addr, kernel=kernel or "", accelerator=accelerator,
                   capture_iface=iface, capture_netns=None,
-                  capture_filter="tcp port 4646 or tcp port 4647", lab=False)
+                  capture_filter="tcp port 4646 or tcp port 4647", lab=False, access=access,
+                  job=job)

@@ -163,7 +163,7 @@ def _load_state() -> LabState | None:
     return LabState(**json.loads(p.read_text()))
 
 
-def _start_agent(ns: str, nomad: Path, config: Path, log: Path) -> int:
+def start_agent(ns: str, nomad: Path, config: Path, log: Path) -> int:
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, str(nomad), "agent", f"-config={config}"],
@@ -320,7 +320,7 @@ def up(accelerator: str = "auto", nomad_variant: str = "stock",
             nomad_version=_nomad_version(nomad),
             kernel=str(lab_kernel),
             accelerator=accelerator,
-            server_pid=_start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log"),
+            server_pid=start_agent(SERVER_NS, nomad, server_cfg, logs / "server.log"),
             client_pid=0,
             http_addr=f"http://{SERVER_MGMT_IP}:{HTTP_PORT}",
             nomad_variant=nomad_variant,
@@ -331,7 +331,7 @@ def up(accelerator: str = "auto", nomad_variant: str = "stock",
         )
         _save(state)
         _wait(state, "leader and keyring", _server_ready(state.http_addr), logs, deadline)
-        state.client_pid = _start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
+        state.client_pid = start_agent(CLIENT_NS, nomad, client_cfg, logs / "client.log")
         _save(state)
         drivers = ("qemu", "xen") if plugin else ("qemu",)
         _wait(state, f"node hostl ready with driver(s) {', '.join(drivers)}",
@@ -347,7 +347,7 @@ def up(accelerator: str = "auto", nomad_variant: str = "stock",
     return state
 
 
-def _stop(pid: int, grace_s: float) -> None:
+def stop_agent(pid: int, grace_s: float) -> None:
     """SIGINT (Nomad leaves cleanly and destroys its allocations), then SIGKILL."""
     for sig, wait in ((signal.SIGINT, grace_s), (signal.SIGKILL, 2.0)):
         try:
@@ -375,7 +375,7 @@ def down() -> list[str]:
         for name, pid in (("nomad client", state.client_pid), ("nomad server", state.server_pid),
                           ("artifact server", state.artifact_pid)):
             if pid and alive(pid):
-                _stop(pid, grace_s=10.0)
+                stop_agent(pid, grace_s=10.0)
                 done.append(f"stopped {name} (pid {pid})")
     for ns in (CLIENT_NS, SERVER_NS):
         left = netns.kill_all(ns)

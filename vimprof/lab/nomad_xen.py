@@ -295,8 +295,11 @@ def up(nomad_variant: str = "stock", driver_variant: str = "stock",
     shutil.copy2(kernel, Path(nlab.lab_dir) / "images" / GUEST_KERNEL)  # the artifact
     hooks = share / "hooks.jsonl"
     hooks.touch()
+    # A previous client's task dirs keep mounts (v1.6: the tmpfs of secrets/ and private/):
+    # unmount them, deepest first, before the data dir can go.
     xen.run(f"mkdir -p {DOM0_IMAGES} && cp {xen.DOM0_SHARE}/{GUEST_KERNEL} {DOM0_IMAGES}/ && "
-            "rm -rf /tmp/nomad", state=xs, check=True)
+            "for m in $(cut -d' ' -f2 /proc/mounts | grep '^/tmp/nomad/' | sort -r); do "
+            "umount $m; done; rm -rf /tmp/nomad", state=xs, check=True)
     # Nomad's alloc_dir hook looks the user "nobody" up; dom0's initramfs has no such entry
     xen.run("touch /etc/passwd /etc/group; grep -q '^nobody:' /etc/passwd || echo "
             "'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >> /etc/passwd; "

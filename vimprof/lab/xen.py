@@ -314,6 +314,11 @@ client {{
   options = {{
     "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
   }}
+  # v1.6 sandboxes the artifact getter with Landlock, which dom0's kernel lacks ("landlock
+  # failed to lock"): the stock driver's artifact download would fail every run.
+  artifact {{
+    disable_filesystem_isolation = true
+  }}
 }}
 consul {{
   auto_advertise   = false

@@ -23,10 +23,11 @@ import requests
 
 from vimprof import interrupts
 from vimprof.errors import VimprofError
+from vimprof.pushers.nomad_access import ClusterAccess
+from vimprof.pushers.nomad_jobspec import META_KEY, META_VALUE, UserJob
 from vimprof.rundir import now_ns
 
 JOB_PREFIX = "vimprof-"
-META_KEY, META_VALUE = "vimprof", "1"  # the tag on every job vimprof registers (leftovers)
 TERMINAL = {"complete", "failed", "lost"}
 BLOCK_WAIT = "5s"
 
@@ -58,6 +59,11 @@ class GuestSpec:
     artifact_url: str | None = None  # xen-stock: where the client downloads the kernel
     ready_line: str | None = "vimprof-testvnf: ready"  # xen: spawn ends when the guest says it
     backend: str = "qemu"  # xen: the plugin's backend, "qemu" or "xl" (Nomad on Xen)
+    datacenters: tuple[str, ...] = ("*",)  # "*" needs Nomad >= 1.5; older: the agent's own
+    group = None  # the measured task group: the job has one
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return job_spec(job_id, self)
 
 
 @dataclass
@@ -139,7 +145,7 @@ def job_spec(job_id: str, guest: GuestSpec) -> dict[str, Any]:
         "ID": job_id,
         "Name": job_id,
         "Type": "service",
-        "Datacenters": ["*"],
+        "Datacenters": list(guest.datacenters),
         "Meta": {META_KEY: META_VALUE},
         "TaskGroups": [
             {
@@ -158,17 +164,13 @@ def job_spec(job_id: str, guest: GuestSpec) -> dict[str, Any]:
 class NomadPusher:
     """Drives one Nomad cluster through its HTTP API (python-nomad)."""
 
-    def __init__(self, addr: str, timeout_s: float = 60.0, token: str | None = None):
-        host, _, port = addr.removeprefix("http://").removeprefix("https://").partition(":")
-        self.addr = addr
+    def __init__(self, addr: str, timeout_s: float = 60.0, token: str | None = None,
+                 access: ClusterAccess | None = None):
+        """`access` (address, ACL token, TLS) wins over `addr` and `token`."""
+        self.access = access or ClusterAccess(addr=addr, token=token)
+        self.addr = self.access.addr
         self.timeout_s = timeout_s
-        self.api = nomad.Nomad(
-            host=host,
-            port=int(port or 4646),
-            secure=addr.startswith("https://"),
-            token=token,
-            timeout=10,
-        )
+        self.api = nomad.Nomad(**self.access.python_nomad(timeout=10))
 
     # -- cluster facts -----------------------------------------------------------------------
 
@@ -212,7 +214,7 @@ class NomadPusher:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run_once(self, run: int, job_id: str, guest: GuestSpec) -> RunRecord:
+    def run_once(self, run: int, job_id: str, guest: GuestSpec | UserJob) -> RunRecord:
         """Register, wait running, stop, wait gone, purge.
 
         Never raises for a failed run: the error is recorded in the returned RunRecord.
@@ -234,14 +236,17 @@ class NomadPusher:
         rec.ok = rec.error is None
         return rec
 
-    def _instantiate(self, rec: RunRecord, guest: GuestSpec) -> None:
+    def _instantiate(self, rec: RunRecord, guest: GuestSpec | UserJob) -> None:
+        job = guest.job(rec.job_id)
         rec.t_submit_ns = now_ns()
-        reply = self.api.job.register_job(rec.job_id, {"Job": job_spec(rec.job_id, guest)})
+        reply = self.api.job.register_job(rec.job_id, {"Job": job})
         rec.t_registered_ns = now_ns()
         rec.eval_id = reply.get("EvalID")
 
         def running(allocs: Any) -> bool:
             for a in allocs or []:
+                if guest.group is not None and a.get("TaskGroup") != guest.group:
+                    continue  # another group of the user's job: not the measured instance
                 if a["ClientStatus"] == "running":
                     rec.t_running_ns = rec.t_running_ns or now_ns()
                     rec.alloc_id, rec.node_id = a["ID"], a["NodeID"]
@@ -292,24 +297,27 @@ class NomadPusher:
 
     def leftovers(self, prefix: str = JOB_PREFIX) -> list[str]:
         """IDs of jobs earlier campaigns left behind (interrupted, killed, host rebooted): name
-        prefix `prefix` and vimprof's meta tag, read from each job itself: the job list's stubs
-        carry no Meta (nomad/structs/structs.go JobListStub; only newer Nomads fill it in, and
-        only when asked with `meta=true`). Jobs without the tag are never touched.
+        prefix `prefix` and vimprof's meta tag. The job list's stubs carry Meta only when asked
+        with `meta=true` (v1.6 on: command/agent/job_endpoint.go jobListRequest, JobStubFields);
+        where a stub has none (an older cluster ignores the parameter), the tag is read from
+        the job itself. Jobs without the tag are never touched.
 
         Raises VimprofError when the cluster cannot be listed (ACL, unreachable).
         """
         try:
-            stubs = self.api.jobs.get_jobs(prefix=prefix)
+            stubs = self.api.jobs.get_jobs(prefix=prefix, meta=True)
         except (nomad_exc.BaseNomadException, requests.RequestException) as exc:
             raise VimprofError(f"cannot list jobs at {self.addr} to find leftovers "
                                f"({_reason(exc)})") from None
         found = []
         for stub in stubs:
-            try:
-                job = self.api.job.get_job(stub["ID"])
-            except nomad_exc.URLNotFoundNomadException:
-                continue  # purged meanwhile
-            if (job.get("Meta") or {}).get(META_KEY) == META_VALUE:
+            meta = stub.get("Meta")
+            if meta is None:
+                try:
+                    meta = self.api.job.get_job(stub["ID"]).get("Meta")
+                except nomad_exc.URLNotFoundNomadException:
+                    continue  # purged meanwhile
+            if (meta or {}).get(META_KEY) == META_VALUE:
                 found.append(stub["ID"])
         return found
 

@@ -72,6 +72,8 @@ class LabelData:
     `failed_runs` the run indexes of counted failed requests; `manifest` manifest.json.
     `breakdown_overlaps[(a, b)]` counts counted instances where breakdown phases a and b
     overlap in time by more than 10 µs (the stacked breakdown bar then over-counts).
+    `not_measured[phase]` says why a phase could not be measured at all (e.g. the RPC was
+    TLS-encrypted: analyzer/nomad_events.py).
     """
 
     run: RunDir
@@ -91,6 +93,8 @@ class LabelData:
     manifest: dict[str, Any] = field(default_factory=dict)
     request_records: list[dict[str, Any]] = field(default_factory=list)
     breakdown_overlaps: dict[tuple[str, str], int] = field(default_factory=dict)
+    # phase -> why no instance could have it (timelines' "PHASE not measured: WHY" issues)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -375,6 +379,10 @@ def load_label(run: RunDir) -> LabelData:
             continue
         data.instances += 1
         data.incomplete += not inst.complete
+        for issue in rec.get("issues") or ():
+            phase, sep, why = str(issue).partition(" not measured: ")
+            if sep and phase not in data.not_measured:
+                data.not_measured[phase] = why
         for pair in _overlapping(phases, model.breakdown):
             data.breakdown_overlaps[pair] = data.breakdown_overlaps.get(pair, 0) + 1
         for name, v in ms.items():

@@ -93,6 +93,7 @@ def summary(cmp: Comparison, gate_messages: list[str] | None = None) -> dict[str
                 "incomplete": d.incomplete, "requests": d.requests, "failures": d.failures,
                 "warmup_runs": d.warmup_runs, "warmup_excluded": d.warmup_excluded,
                 "warmup": d.warmup_text, "campaign": d.manifest.get("campaign", {}),
+                **({"not_measured": d.not_measured} if d.not_measured else {}),
             }
             for d in cmp.labels
         ],

@@ -104,10 +104,16 @@ def overlap_notes(cmp: Comparison) -> list[str]:
     return out
 
 
+def unmeasured_notes(cmp: Comparison) -> list[str]:
+    """One line per label and phase that could not be measured, with the reason."""
+    return [f"{d.label}: {phase} not measured: {why}"
+            for d in cmp.labels for phase, why in d.not_measured.items()]
+
+
 def diff_notes(cmp: Comparison) -> list[str]:
     """Why a verdict is '~' when it is not simply p >= alpha, phases a label lacks, and
     overlapping breakdown phases."""
-    out = overlap_notes(cmp)
+    out = unmeasured_notes(cmp) + overlap_notes(cmp)
     for r in cmp.rows:
         if r.diff is not None and r.diff.note:
             out.append(f"{r.label}/{r.phase}: {r.diff.note}")
