@@ -242,12 +242,15 @@ def _report(run: rundir.RunDir, result) -> None:
 @click.option("--min-effect", "min_effect_pct", type=float, default=5.0, show_default=True,
               metavar="PCT", help="Smallest change of a median (%) that earns a faster/slower "
                                   "verdict; smaller significant changes print '~'.")
+@click.option("--min-effect-ms", type=float, default=1.0, show_default=True, metavar="MS",
+              help="Smallest absolute change of a median (ms) that earns a verdict: "
+                   "microsecond moves of sub-millisecond phases print '~'.")
 @click.option("--fail-if-slower", "gates", multiple=True, metavar="PHASE:PCT",
               help="Exit with status 1 if PHASE is significantly slower than the baseline by "
                    "more than PCT% (repeatable), e.g. --fail-if-slower total:10.")
 @runs_dir_option
 def compare(runs: tuple[str, ...], out: Path | None, alpha: float, min_effect_pct: float,
-            gates: tuple[str, ...], runs_dir: Path) -> None:
+            gates: tuple[str, ...], runs_dir: Path, min_effect_ms: float = 1.0) -> None:
     """Compare phases of two or more runs; the first is the baseline.
 
     Prints the verdict tables and writes report.md, report.html, summary.json, phases.csv,
@@ -264,7 +267,7 @@ def compare(runs: tuple[str, ...], out: Path | None, alpha: float, min_effect_pc
     # the tables are laid out for 100 columns; a pipe or file gets 100, not rich's 80
     tables = console if console.is_terminal else Console(width=100, highlight=False)
     cmp = write_report(dirs, out, tables, alpha=alpha, min_effect=min_effect_pct / 100.0,
-                       gates=parsed)
+                       gates=parsed, min_effect_ms=min_effect_ms)
     console.print(f"report: {out / 'report.html'} (and report.md, summary.json, phases.csv, "
                   "trace.json)")
     if cmp.gate_messages:

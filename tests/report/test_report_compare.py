@@ -238,6 +238,19 @@ def test_significant_but_small_effect_is_not_a_verdict():
     assert diff(base, other, "stock", min_effect=0.01, n_resamples=0).verdict == SLOWER
 
 
+def test_a_microsecond_move_of_a_tiny_phase_is_not_a_verdict():
+    """A 0.1 ms phase halving is significant and -50%, but 0.05 ms < the 1 ms minimum."""
+    base = _samples(5, 30, 0.10)
+    other = _samples(6, 30, 0.05)
+    d = diff(base, other, "stock", n_resamples=0)
+    assert d.p_value < 1e-6 and d.verdict == SAME
+    assert "ms minimum effect" in d.note
+    assert diff(base, other, "stock", n_resamples=0, min_effect_ms=0.01).verdict == FASTER
+    # a large phase moving by more than both minima still earns its verdict
+    assert diff(_samples(7, 30, 200.0), _samples(8, 30, 150.0), "stock",
+                n_resamples=0).verdict == FASTER
+
+
 def test_false_positive_rate_under_the_null_is_alpha():
     rng = np.random.default_rng(99)
     trials = 400

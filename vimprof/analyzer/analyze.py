@@ -705,7 +705,7 @@ def analyze_sources(
         else:  # no capture: Nomad's own events and the client's instants only
             d, more = Decoded(), []
         if enrich:
-            why = ("the RPC is TLS-encrypted" if any(ENCRYPTED in w for w in d.warnings)
+            why = ("the capture is TLS-encrypted" if any(ENCRYPTED in w for w in d.warnings)
                    else "no capture was analyzed" if not sources
                    else "the capture has no messages about it")
             for tl in timelines_from_events(requests, vim_events, wired, why):

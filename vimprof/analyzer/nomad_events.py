@@ -39,7 +39,7 @@ def timelines_from_events(requests: Iterable[dict[str, Any]],
     """One timeline per Nomad request of requests.jsonl whose allocation is not in `skip`
     (those the capture gave) and that Nomad's event stream spoke of (records with "via":
     "event-stream": vimprof.pushers.nomad_events); `why_no_wire` says why the wire gave
-    nothing ("the RPC is TLS-encrypted"), for the issues of the phases left out."""
+    nothing ("the capture is TLS-encrypted"), for the issues of the phases left out."""
     by_alloc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     streamed: set[str] = set()
     for ev in vim_events:

@@ -116,13 +116,15 @@ FILE_NOTES = {
 def write_report(
     runs: list[RunDir], out_dir: Path, console: Console, *, alpha: float = 0.05,
     min_effect: float = 0.05, gates: Sequence[Gate] = (), n_resamples: int = N_RESAMPLES,
+    min_effect_ms: float = 1.0,
 ) -> Comparison:
     """Compare `runs` (the first is the baseline), print the tables, write the report files.
 
     Raises VimprofError (see compare() and gate_failures()) before writing anything if a run
     cannot be read, an option is out of range or a gate names an unknown phase.
     """
-    cmp = compare(runs, alpha=alpha, min_effect=min_effect, n_resamples=n_resamples)
+    cmp = compare(runs, alpha=alpha, min_effect=min_effect, n_resamples=n_resamples,
+                  min_effect_ms=min_effect_ms)
     cmp.gate_messages = gate_failures(cmp, gates)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

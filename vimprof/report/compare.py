@@ -10,7 +10,8 @@ phase, a `Diff` against it:
   neither sample has ties and both have at most 100 values, else the normal approximation with
   tie and continuity corrections);
 - a verdict: "faster" or "slower" when p < alpha AND the median moved by at least
-  `min_effect` (a fraction, 0.05 = 5%) of the baseline median, else "~" (no significant
+  `min_effect` (a fraction, 0.05 = 5%) of the baseline median AND by at least `min_effect_ms`
+  (1 ms: a 0.1 ms phase moving by microseconds is no finding), else "~" (no significant
   difference, as benchstat prints). p-values are not corrected for multiple comparisons.
 
 Warm-up: runs are excluded only by the rule the campaign declared, `campaign.warmup_runs` in
@@ -190,6 +191,7 @@ class Comparison:
     confidence: float = 0.95
     alpha: float = 0.05
     min_effect: float = 0.05
+    min_effect_ms: float = 1.0
     gate_messages: list[str] = field(default_factory=list)  # set by report.write_report
 
     @property
@@ -262,7 +264,8 @@ class Comparison:
             f"bootstrap {conf} CIs (scipy.stats.bootstrap, {N_RESAMPLES} resamples, fixed "
             f"seed). Against the baseline: difference and ratio of medians with BCa bootstrap "
             f"{conf} CIs; test: {TEST_NAME}, α = {self.alpha:g}; verdict 'faster'/'slower' "
-            f"needs p < α and a median change of at least {self.min_effect:.0%}, else '~'. "
+            f"needs p < α and a median change of at least {self.min_effect:.0%} and "
+            f"{self.min_effect_ms:g} ms, else '~'. "
             "p-values are not corrected for multiple comparisons."
         )
 
@@ -464,6 +467,7 @@ def diff(
     min_effect: float = 0.05,
     confidence: float = 0.95,
     n_resamples: int = N_RESAMPLES,
+    min_effect_ms: float = 1.0,
 ) -> Diff:
     """Compare one phase's durations (ms) of a label with the baseline's; see module doc."""
     a = np.asarray(list(base), dtype=float)
@@ -488,13 +492,18 @@ def diff(
     elif p < alpha:
         if math.isnan(ratio):
             note = "significant, but the baseline median is 0: no relative effect"
-        elif abs(ratio - 1.0) >= min_effect:
-            verdict = SLOWER if ratio > 1.0 else FASTER
-        else:
+        elif abs(ratio - 1.0) < min_effect:
             note = (
                 f"significant (p={p:.3g}) but the median moved {abs(ratio - 1):.1%} "
                 f"< {min_effect:.0%} minimum effect"
             )
+        elif abs(delta) < min_effect_ms:
+            note = (
+                f"significant (p={p:.3g}) but the median moved {abs(delta):.3g} ms "
+                f"< {min_effect_ms:g} ms minimum effect"
+            )
+        else:
+            verdict = SLOWER if ratio > 1.0 else FASTER
     elif min_attainable_p(a.size, b.size) >= alpha:
         note = (
             f"n={a.size} vs {b.size}: the smallest possible p is "
@@ -527,11 +536,13 @@ def compare(
     alpha: float = 0.05,
     min_effect: float = 0.05,
     n_resamples: int = N_RESAMPLES,
+    min_effect_ms: float = 1.0,
 ) -> Comparison:
     """Per-phase statistics of each run and diffs against runs[0] (the baseline).
 
     `alpha`: significance level of the test; `min_effect`: smallest relative change of the
-    median that earns a verdict (0.05 = 5%); `n_resamples`: bootstrap resamples (0 = no
+    median that earns a verdict (0.05 = 5%), `min_effect_ms` the smallest absolute one (ms);
+    `n_resamples`: bootstrap resamples (0 = no
     bootstrap CIs). Raises VimprofError for no runs, two runs with the same label, runs of
     different VIMs, or options out of range.
     """
@@ -541,6 +552,8 @@ def compare(
         raise VimprofError(f"--alpha must be in (0, 1), got {alpha!r}")
     if min_effect < 0.0:
         raise VimprofError(f"--min-effect must be >= 0, got {min_effect!r}")
+    if min_effect_ms < 0.0:
+        raise VimprofError(f"--min-effect-ms must be >= 0, got {min_effect_ms!r}")
     names = [r.label for r in runs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -566,7 +579,7 @@ def compare(
             else:
                 dif = diff(
                     _values(labels[0], phase), values, labels[0].label, alpha, min_effect,
-                    confidence, n_resamples,
+                    confidence, n_resamples, min_effect_ms,
                 )
             rows.append(PhaseRow(phase, d.label, st, _ratio(st.median_ms, base.median_ms), dif))
     return Comparison(
@@ -577,6 +590,7 @@ def compare(
         confidence=confidence,
         alpha=alpha,
         min_effect=min_effect,
+        min_effect_ms=min_effect_ms,
     )
 
 

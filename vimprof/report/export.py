@@ -99,6 +99,7 @@ def summary(cmp: Comparison, gate_messages: list[str] | None = None) -> dict[str
         ],
         "method": {
             "confidence": cmp.confidence, "alpha": cmp.alpha, "min_effect": cmp.min_effect,
+            "min_effect_ms": cmp.min_effect_ms,
             "mean_ci": "Student t", "quantile_ci": "BCa bootstrap (scipy.stats.bootstrap)",
             "bootstrap_resamples": N_RESAMPLES, "test": TEST_NAME,
             "multiple_comparisons": "not corrected", "text": cmp.method_text,

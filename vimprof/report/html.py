@@ -141,7 +141,7 @@ def page(
     if len(cmp.labels) > 1:
         parts.append('<div class="box"><b>What changed</b> '
                      f"({_e(TEST_NAME)}, α = {cmp.alpha:g}, minimum effect "
-                     f"{cmp.min_effect:.0%}):")
+                     f"{cmp.min_effect:.0%} and {cmp.min_effect_ms:g} ms):")
         parts.append(_ul(ch) if ch else "<p>No phase differs significantly from the baseline "
                      "by at least the minimum effect (every verdict is “~”).</p>")
         parts.append("</div>")

@@ -171,7 +171,7 @@ def diff_table(cmp: Comparison) -> Table:
     conf = f"{cmp.confidence:.0%}"
     table = Table(
         title=f"vs baseline {cmp.baseline.label}: {TEST_NAME}, α={cmp.alpha:g}, "
-        f"min effect {cmp.min_effect:.0%}",
+        f"min effect {cmp.min_effect:.0%} and {cmp.min_effect_ms:g} ms",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
