@@ -48,6 +48,11 @@ def cli() -> None:
               help="With --job: the task group whose allocation is the measured instance "
                    "(needed when the job has several groups or a count above 1).")
 @click.option("--token", metavar="TOKEN", help="With --nomad-addr: ACL token [env NOMAD_TOKEN].")
+@click.option("--http-port", "http_ports", type=int, multiple=True, metavar="PORT",
+              help="With --nomad-addr: the cluster's HTTP port if not 4646 (capture filter, "
+                   "analysis). Repeatable.")
+@click.option("--rpc-port", "rpc_ports", type=int, multiple=True, metavar="PORT",
+              help="With --nomad-addr: the cluster's RPC port if not 4647. Repeatable.")
 @click.option("--ca-cert", metavar="PEM", help="CA of the cluster's TLS [env NOMAD_CACERT].")
 @click.option("--client-cert", metavar="PEM", help="TLS client certificate [env NOMAD_CLIENT_CERT].")
 @click.option("--client-key", metavar="PEM", help="Its key [env NOMAD_CLIENT_KEY].")
@@ -99,7 +104,8 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             job_file: Path | None = None, job_group: str | None = None,
             token: str | None = None, ca_cert: str | None = None,
             client_cert: str | None = None, client_key: str | None = None,
-            tls_server_name: str | None = None) -> None:
+            tls_server_name: str | None = None, http_ports: tuple[int, ...] = (),
+            rpc_ports: tuple[int, ...] = ()) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
     if memory_mb is None:
         memory_mb = 32 if backend == "xl" else 128
@@ -135,11 +141,13 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
         if job_group and not job_file:
             raise VimprofError("--job-group goes with --job FILE")
         user_job = nomad_jobspec.load(job_file, access, job_group) if job_file else None
-        target = campaign.remote_target(access, kernel, accel, capture_iface, user_job)
+        target = campaign.remote_target(access, kernel, accel, capture_iface, user_job,
+                                        http_ports, rpc_ports)
     else:
-        if capture_iface or kernel or job_file or token or ca_cert or client_cert:
-            raise VimprofError("--capture-iface, --kernel, --job, --token and the TLS options "
-                               "only apply with --nomad-addr")
+        if (capture_iface or kernel or job_file or token or ca_cert or client_cert
+                or http_ports or rpc_ports):
+            raise VimprofError("--capture-iface, --kernel, --job, --token, the TLS options and "
+                               "the port options only apply with --nomad-addr")
         target = campaign.lab_target(accel, console, nomad_variant, driver, backend)
     if warmup_runs >= runs:
         raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
@@ -186,14 +194,21 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
               help="Added to hooks.jsonl times (the client host's clock lag).")
 @click.option("--tolerance-ms", type=float, default=50.0, show_default=True,
               help="Cross-check tolerance between wire phases and the VIM's own timing.")
+@click.option("--http-port", "http_ports", type=int, multiple=True, metavar="PORT",
+              help="Also decode this TCP port as the VIM's HTTP API (besides 4646, Nova's "
+                   "...; default: the ports the campaign recorded). Repeatable.")
+@click.option("--rpc-port", "rpc_ports", type=int, multiple=True, metavar="PORT",
+              help="Also decode this TCP port as Nomad RPC (besides 4647). Repeatable.")
 @click.option("--follow", "-f", is_flag=True,
               help="Live: analyse the capture while `vimprof capture` still writes it, print "
                    "each instance as it finishes, write timelines.jsonl when the campaign ends "
                    "(or on Ctrl-C).")
 @runs_dir_option
 def analyze(run: str, captures: tuple[str, ...], hooks_offset_ms: float, tolerance_ms: float,
-            runs_dir: Path, follow: bool = False) -> None:
+            runs_dir: Path, follow: bool = False, http_ports: tuple[int, ...] = (),
+            rpc_ports: tuple[int, ...] = ()) -> None:
     """Rebuild per-instance phase timelines of RUN (a directory or a label) from its capture."""
+    from vimprof.analyzer.analyze import Ports
     from vimprof.analyzer.pcap import parse_capture_arg
 
     extra = [parse_capture_arg(c) for c in captures]
@@ -205,13 +220,16 @@ def analyze(run: str, captures: tuple[str, ...], hooks_offset_ms: float, toleran
         except VimprofError:
             console.print(f"waiting up to {WAIT_S:.0f} s for a campaign to create {run} ...")
             rd = wait_for_run(run, runs_dir)
-        _analyze(rd, extra, hooks_offset_ms, tolerance_ms, follow=True)
+        _analyze(rd, extra, hooks_offset_ms, tolerance_ms, follow=True,
+                 ports=Ports.of_run(rd, http_ports, rpc_ports))
         return
-    _analyze(rundir.RunDir.resolve(run, runs_dir), extra, hooks_offset_ms, tolerance_ms)
+    rd = rundir.RunDir.resolve(run, runs_dir)
+    _analyze(rd, extra, hooks_offset_ms, tolerance_ms,
+             ports=Ports.of_run(rd, http_ports, rpc_ports))
 
 
 def _analyze(run: rundir.RunDir, extra: list | None = None, hooks_offset_ms: float = 0.0,
-             tolerance_ms: float = 50.0, follow: bool = False) -> None:
+             tolerance_ms: float = 50.0, follow: bool = False, ports=None) -> None:
     from vimprof.analyzer import analyze_run
 
     follower = None
@@ -223,7 +241,7 @@ def _analyze(run: rundir.RunDir, extra: list | None = None, hooks_offset_ms: flo
         console.print(f"following {run.file(rundir.CAPTURE)} until the campaign ends "
                       "(Ctrl-C: stop and write what was read)")
     result = analyze_run(run, extra or [], hooks_offset_ns=int(hooks_offset_ms * 1e6),
-                         tolerance_ms=tolerance_ms, follow=follower)
+                         tolerance_ms=tolerance_ms, follow=follower, ports=ports)
     _report(run, result)
 
 

@@ -55,6 +55,30 @@ NOMAD_RPC_PORTS = (4647,)
 HTTP_PORTS = NOMAD_HTTP_PORTS + NOVA_HTTP_PORTS  # Nomad API, nova-api, keystone, glance, ...
 
 
+@dataclass(frozen=True)
+class Ports:
+    """TCP ports decoded as HTTP and as Nomad RPC: the defaults plus a deployment's own
+    (`vimprof analyze --http-port/--rpc-port`, or the campaign's manifest `capture.ports`)."""
+
+    extra_http: tuple[int, ...] = ()
+    extra_rpc: tuple[int, ...] = ()
+
+    @property
+    def http(self) -> tuple[int, ...]:
+        return HTTP_PORTS + tuple(p for p in self.extra_http if p not in HTTP_PORTS)
+
+    @property
+    def rpc(self) -> tuple[int, ...]:
+        return NOMAD_RPC_PORTS + tuple(p for p in self.extra_rpc if p not in NOMAD_RPC_PORTS)
+
+    @classmethod
+    def of_run(cls, run: RunDir, http: Iterable[int] = (), rpc: Iterable[int] = ()) -> Ports:
+        """`http`/`rpc` plus the ports the run's manifest says the campaign captured."""
+        got = ((run.manifest().get("hosts") or {}).get("capture") or {}).get("ports") or {}
+        return cls(tuple(http) + tuple(got.get("http") or ()),
+                   tuple(rpc) + tuple(got.get("rpc") or ()))
+
+
 @dataclass
 class AnalysisResult:
     """What one analysis produced.
@@ -467,6 +491,7 @@ def analyze(
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
     on_timeline: Callable[[dict[str, Any]], None] | None = None,
     idle_ns: int = IDLE_NS,
+    ports: Ports | None = None,
 ) -> tuple[list[dict[str, Any]], Decoded, list[str]]:
     """(timelines, Decoded counts/warnings, merge/cross-check warnings), streaming: the
     decoded messages are turned into events as they complete and never all held, and each
@@ -476,8 +501,10 @@ def analyze(
     `on_timeline(tl)`: receives each timeline in completion order, and the returned list is
     then empty (memory flat in capture size); without it the list is returned sorted by
     first event (timeline_key). `idle_ns`: capture time after which an instance without
-    news is emitted as it is. VimprofError as decode_capture.
+    news is emitted as it is. `ports`: the deployment's own HTTP and RPC ports besides the
+    defaults. VimprofError as decode_capture.
     """
+    ports = ports or Ports()
     enricher = Enricher(hooks or (), vim_events or (), requests or (), hooks_offset_ns,
                         tolerance_ms)
     out: list[dict[str, Any]] = []
@@ -496,7 +523,8 @@ def analyze(
         sink(tl)
 
     b = _Builders(emit, job_runs, idle_ns)
-    d = stream_capture(path, b.http, b.rpc, b.amqp, rpc_body_fields=BODY_FIELDS)
+    d = stream_capture(path, b.http, b.rpc, b.amqp, http_ports=ports.http,
+                       rpc_ports=ports.rpc, rpc_body_fields=BODY_FIELDS)
     b.finish()
     out.sort(key=timeline_key)
     warnings: list[str] = []
@@ -629,6 +657,7 @@ def analyze_run(
     hooks_offset_ns: int = 0,
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
     follow: Any = None,
+    ports: Ports | None = None,
 ) -> AnalysisResult:
     """Analyze `run`'s capture and rewrite its timelines.jsonl; see the module docstring.
 
@@ -637,13 +666,15 @@ def analyze_run(
     and requests.jsonl of the run are merged and cross-checked when present. Streaming:
     timelines go to disk as instances finish (TimelineSpool), memory stays flat in capture
     size. `follow`: a follow.Follower (live mode, `vimprof analyze --follow`): the capture
-    is read while it grows; see vimprof/analyzer/follow.py.
+    is read while it grows; see vimprof/analyzer/follow.py. `ports`: HTTP and RPC ports
+    besides the defaults (default: those in the run's manifest).
     """
+    ports = ports or Ports.of_run(run)
     if follow is not None:
         from vimprof.analyzer.follow import analyze_run_follow
 
         return analyze_run_follow(run, follow, extra_captures, hooks_offset_ns=hooks_offset_ns,
-                                  tolerance_ms=tolerance_ms)
+                                  tolerance_ms=tolerance_ms, ports=ports)
     cap = run.file(CAPTURE)
     extra = list(extra_captures)
     if not cap.is_file() and not extra and not _has_event_stream(run):
@@ -653,7 +684,7 @@ def analyze_run(
         )
     sources: list[CaptureSource] = ([cap] if cap.is_file() else []) + extra
     return analyze_sources(run, sources, hooks_offset_ns=hooks_offset_ns,
-                           tolerance_ms=tolerance_ms)
+                           tolerance_ms=tolerance_ms, ports=ports)
 
 
 def _has_event_stream(run: RunDir) -> bool:
@@ -674,6 +705,7 @@ def analyze_sources(
     on_timeline: Callable[[dict[str, Any]], None] | None = None,
     enrich: bool = True,
     spool: TimelineSpool | None = None,
+    ports: Ports | None = None,
 ) -> AnalysisResult:
     """analyze_run's work on given capture sources; `on_timeline(tl)` also sees each
     timeline kept (after enrichment) as it is finished. `enrich` False: the run's
@@ -700,7 +732,7 @@ def analyze_sources(
         if sources:
             _none, d, more = analyze(
                 sources, job_runs, hooks, vim_events, requests, hooks_offset_ns, tolerance_ms,
-                on_timeline=keep,
+                on_timeline=keep, ports=ports,
             )
         else:  # no capture: Nomad's own events and the client's instants only
             d, more = Decoded(), []

@@ -292,6 +292,7 @@ def analyze_run_follow(
     *,
     hooks_offset_ns: int = 0,
     tolerance_ms: float = 50.0,
+    ports: Any = None,
 ) -> Any:
     """analyze_run in live mode (module docstring); returns its AnalysisResult.
 
@@ -315,7 +316,7 @@ def analyze_run_follow(
         with interrupts.handling(), interrupts.stop_with(follower.stop):
             res = analyze_sources(run, [fifo, *extra_captures], hooks_offset_ns=hooks_offset_ns,
                                   tolerance_ms=tolerance_ms, on_timeline=follower.timeline,
-                                  enrich=False, spool=raw)
+                                  enrich=False, spool=raw, ports=ports)
     except BaseException:
         raw.discard()
         raise

@@ -51,6 +51,7 @@ class Target:
     xenstored_socket: str | None = None  # xl: the Xen lab's xenstored (DomainWatcher)
     access: ClusterAccess | None = None  # a user's cluster: ACL token, TLS (not the lab)
     job: UserJob | None = None  # the user's own jobspec instead of the built-in micro-VNF
+    ports: dict[str, list[int]] | None = None  # the cluster's own HTTP/RPC ports, if not default
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         {"name": "qemu", "accelerator": target.accelerator, "kernel": target.kernel},
         hosts={"pusher": platform.node(), "capture": {"iface": target.capture_iface,
                                                        "netns": target.capture_netns,
-                                                       "filter": target.capture_filter}},
+                                                       "filter": target.capture_filter,
+                                                       **({"ports": target.ports}
+                                                          if target.ports else {})}},
         clock="one machine, one clock: capture, client and VIM times are directly comparable"
         if target.lab else "capture and VIM clocks may differ: check NTP on every host",
         leftovers_purged=purged,
@@ -254,9 +257,12 @@ def lab_target(accelerator: str, console: Console, nomad_variant: str = "stock",
 
 
 def remote_target(access: ClusterAccess, kernel: str | None, accelerator: str,
-                  iface: str | None, job: UserJob | None = None) -> Target:
+                  iface: str | None, job: UserJob | None = None,
+                  http_ports: tuple[int, ...] = (), rpc_ports: tuple[int, ...] = ()) -> Target:
     """A user's cluster at `access`: the built-in micro-VNF (`kernel`, a path on the clients)
-    or the user's own `job`. Raises VimprofError for a relative kernel path or neither."""
+    or the user's own `job`; `http_ports`/`rpc_ports` its own ports when not 4646/4647 (the
+    capture filter, and the manifest for the analyzer). Raises VimprofError for a relative
+    kernel path or neither."""
     if accelerator == "auto":
         accelerator = "tcg"
     if job is None:
@@ -265,7 +271,10 @@ def remote_target(access: ClusterAccess, kernel: str | None, accelerator: str,
                                "clients) or --job FILE (your own jobspec)")
         if not Path(kernel).is_absolute():
             raise VimprofError("--kernel must be an absolute path on the Nomad client")
+    ports = sorted({*(http_ports or (4646,)), *(rpc_ports or (4647,))})
     return Target(nomad_addr=access.addr, kernel=kernel or "", accelerator=accelerator,
                   capture_iface=iface, capture_netns=None,
-                  capture_filter="tcp port 4646 or tcp port 4647", lab=False, access=access,
-                  job=job)
+                  capture_filter=" or ".join(f"tcp port {p}" for p in ports), lab=False,
+                  access=access, job=job,
+                  ports={"http": list(http_ports), "rpc": list(rpc_ports)}
+                  if http_ports or rpc_ports else None)
