@@ -32,6 +32,11 @@ name = "{name}"
 data_dir = "{data}"
 bind_addr = "127.0.0.1"
 disable_update_check = true
+advertise {{
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}}
 ports {{
   http = {http}
   rpc  = {rpc}
@@ -132,5 +137,13 @@ def test_one_host_loopback_other_ports_analyzes_the_same(loopback_cluster, tmp_p
     m = json.loads((bare / "manifest.json").read_text())
     del m["hosts"]["capture"]["ports"]
     (bare / "manifest.json").write_text(json.dumps(m))
-    assert analyze_run(RunDir(bare)).counts["timelines"] == 0
+
+    def phases_of(rd: Path) -> list[set[str]]:
+        return [set(json.loads(x)["phases"]) for x in
+                (rd / "timelines.jsonl").read_text().splitlines()]
+
+    # without its ports only Nomad's event stream speaks of the allocations
+    assert analyze_run(RunDir(bare)).counts["timelines"] == 2
+    assert all(not p & {"client_pickup", "commit"} for p in phases_of(bare))
     assert analyze_run(RunDir(bare), ports=Ports((5646,), (5647,))).counts["timelines"] == 2
+    assert phases_of(bare) == [PHASES, PHASES]

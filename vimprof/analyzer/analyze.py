@@ -68,6 +68,11 @@ class Ports:
         return HTTP_PORTS + tuple(p for p in self.extra_http if p not in HTTP_PORTS)
 
     @property
+    def nomad_http(self) -> tuple[int, ...]:
+        """The HTTP ports that are Nomad's API (the others are OpenStack's)."""
+        return NOMAD_HTTP_PORTS + tuple(p for p in self.extra_http if p not in HTTP_PORTS)
+
+    @property
     def rpc(self) -> tuple[int, ...]:
         return NOMAD_RPC_PORTS + tuple(p for p in self.extra_rpc if p not in NOMAD_RPC_PORTS)
 
@@ -369,7 +374,9 @@ class _Builders:
         emit: Callable[[dict[str, Any]], None],
         runs: dict[str, Any] | None = None,
         idle_ns: int = IDLE_NS,
+        nomad_http_ports: Iterable[int] = NOMAD_HTTP_PORTS,
     ) -> None:
+        self.nomad_http = frozenset(nomad_http_ports)  # the rest of HTTP is OpenStack's
         self.nomad = NomadTimelines(emit, runs, idle_ns=idle_ns)
         self.nova = NovaTimelines(emit, runs, idle_ns=idle_ns)
         self.pending_http: OrderedDict[int, HttpMessage] = OrderedDict()
@@ -387,7 +394,7 @@ class _Builders:
         if req is None:
             return
         self.pending_http.pop(id(req), None)
-        if req.conn[3] in NOMAD_HTTP_PORTS:
+        if req.conn[3] in self.nomad_http:
             self.nomad.add_http(m)
         else:
             self.nova.add_http(req, m)
@@ -429,7 +436,7 @@ class _Builders:
             self.nomad.add_rpc_request_only(r)
 
     def _http_alone(self, req: HttpMessage) -> None:
-        if req.conn[3] in NOMAD_HTTP_PORTS:
+        if req.conn[3] in self.nomad_http:
             self.nomad.add_http_request_only(req)
         else:
             self.nova.add_http(req, None)
@@ -522,7 +529,7 @@ def analyze(
                 more[0] += 1
         sink(tl)
 
-    b = _Builders(emit, job_runs, idle_ns)
+    b = _Builders(emit, job_runs, idle_ns, ports.nomad_http)
     d = stream_capture(path, b.http, b.rpc, b.amqp, http_ports=ports.http,
                        rpc_ports=ports.rpc, rpc_body_fields=BODY_FIELDS)
     b.finish()
