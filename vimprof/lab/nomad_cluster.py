@@ -33,6 +33,7 @@ from vimprof.errors import VimprofError
 from vimprof.lab import netns
 from vimprof.lab.nomad import FINGERPRINT_DENYLIST, start_agent, stop_agent
 from vimprof.lab.proc import alive, tail
+from vimprof.pushers.nomad_access import ClusterAccess
 
 SERVER_NS, CLIENT_NS = "nomad-s", "nomad-c"
 MGMT_HOST_IP, SERVER_MGMT_IP = "198.18.5.1", "198.18.5.2"
@@ -184,8 +185,7 @@ def up() -> ClusterState:
                                    logs / "server.log"))
         _save(state)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        s = requests.Session()
-        s.verify = state.ca_cert
+        s = ClusterAccess(addr=state.http_addr, ca_cert=state.ca_cert).session()
         _wait(state, "a leader", deadline, logs, lambda: s.get(
             f"{state.http_addr}/v1/status/leader", timeout=2).json())
         state.management_token = _wait(state, "ACL bootstrap", deadline, logs,

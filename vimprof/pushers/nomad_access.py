@@ -78,7 +78,7 @@ class ClusterAccess:
 
     def session(self) -> requests.Session:
         """A requests session with the CA, client certificate and server name applied."""
-        s = requests.Session()
+        s = _Session()
         if self.ca_cert:
             s.verify = self.ca_cert
         if self.client_cert and self.client_key:
@@ -97,6 +97,20 @@ class ClusterAccess:
                 "token": self.token, "timeout": timeout, "session": self.session(),
                 "verify": self.ca_cert or self.addr.startswith("https"),
                 "cert": (self.client_cert, self.client_key) if self.client_cert else ()}
+
+
+class _Session(requests.Session):
+    """A session whose own `verify` and `cert` hold for every request: requests lets
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment override a session's CA
+    (Session.merge_environment_settings), which would check the cluster's certificate
+    against the system CAs instead of NOMAD_CACERT."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any,
+                **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("verify", self.verify)
+        if self.cert:
+            kwargs.setdefault("cert", self.cert)
+        return super().request(method, url, *args, **kwargs)
 
 
 class _ServerNameAdapter(HTTPAdapter):
@@ -213,7 +227,7 @@ def _token(call: Any, access: ClusterAccess) -> tuple[bool, str | None, int | No
         return True, body.get("Name") or None, expires
     if "ACL support disabled" in text:
         return False, None, None
-    if r.status_code == 403 and not access.token:
+    if not access.token:  # v1.6 answers 500 "missing secret id", others 403
         raise VimprofError("the cluster has ACLs on and no token was given: pass --token or set "
                            "NOMAD_TOKEN")
     if r.status_code in (403, 404) and ("not found" in text or "expired" in text.lower()):
