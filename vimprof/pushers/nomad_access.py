@@ -143,6 +143,15 @@ class Preflight:
         return _version_tuple(self.version) if self.version else None
 
 
+def check_version(version: str) -> None:
+    """Raise VimprofError, naming what is missing, for a Nomad older than MIN_VERSION."""
+    if _version_tuple(version) < MIN_VERSION:
+        raise VimprofError(
+            f"the cluster runs Nomad v{version}, older than v1.4, the oldest vimprof supports: "
+            "its ACL tokens have no ExpirationTime (GET /v1/acl/token/self, v1.4), which "
+            "vimprof checks against the campaign")
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     core = v.lstrip("v").split("-")[0].split("+")[0]
     return tuple(int(x) for x in core.split(".")[:3] if x.isdigit())
@@ -187,11 +196,8 @@ def preflight(access: ClusterAccess, job: dict[str, Any]) -> Preflight:
         cfg = agent.json().get("config", {})
         version = cfg.get("Version", {}).get("Version")
         datacenter = cfg.get("Datacenter")
-    if version and _version_tuple(version) < MIN_VERSION:
-        raise VimprofError(
-            f"the cluster runs Nomad v{version}, older than v1.4, the oldest vimprof supports: "
-            "its ACL tokens have no ExpirationTime (GET /v1/acl/token/self, v1.4), which "
-            "vimprof checks against the campaign")
+    if version:
+        check_version(version)
     missing = []
     probe = f"vimprof-preflight-{secrets.token_hex(4)}"
     if call("GET", "/v1/jobs", params={"prefix": "vimprof-"}).status_code == 403:
