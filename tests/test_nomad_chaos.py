@@ -89,3 +89,33 @@ def test_clean_touches_only_jobs_with_vimprof_tag(nomad_lab, tmp_path):
         assert pusher.api.job.get_job("vimprof-users-own")["ID"] == "vimprof-users-own"
     finally:
         pusher.purge("vimprof-users-own")
+
+
+def test_second_signal_during_cleanup_says_what_and_finishes_it(nomad_lab, tmp_path):
+    """SIGTERM then, during the clean-up, SIGINT: the second only says what is being cleaned;
+    the job is still purged, the manifest whole, the exit status the first signal's."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pusher = NomadPusher(nomad_lab.http_addr)
+    proc = subprocess.Popen([sys.executable, "-m", "vimprof.cli", "capture", "--runs", "40",
+                             "--label", "twice"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    check = _in_flight(pusher, "twice")
+    deadline = time.monotonic() + 120
+    while not ((tmp_path / "runs" / "twice" / "requests.jsonl").exists() and check()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.1)  # the pusher is stopping the job: Nomad's stop takes ~200 ms
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGINT again: still cleaning up" in err, err
+    manifest = json.loads((tmp_path / "runs" / "twice" / "manifest.json").read_text())
+    assert manifest["interrupt_signal"] == "SIGTERM" and "end_ns" in manifest
+    assert not list((tmp_path / "runs" / "twice").glob("*.tmp"))
+    assert pusher.leftovers() == []
+    assert wait_until(lambda: not lab.guest_pids())
