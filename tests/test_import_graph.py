@@ -24,17 +24,16 @@ PACKAGE = "vimprof"
 # vimprof.analyzer must be in a stage.
 A = "vimprof.analyzer"
 STAGES: list[tuple[str, list[str]]] = [
-    ("sources", [f"{A}.pcap"]),
-    ("tcp", [f"{A}.tcp"]),
-    ("decoders", [f"{A}.timemap", f"{A}.tls", f"{A}.http", f"{A}.nomad_rpc", f"{A}.amqp",
-                  f"{A}.oslo"]),
-    ("builders", [f"{A}.nomad_phases", f"{A}.nova_phases", f"{A}.nomad_events"]),
-    ("enrich", [f"{A}.enrich"]),
-    ("sink", []),
-    ("entry", [f"{A}.analyze"]),
-    ("live", [f"{A}.follow"]),
-    ("tools", [f"{A}.scrub"]),
-    ("package", [A]),
+    ("sources", [f"{A}.sources"]),  # capture files -> TCP segments (Packet) in time order
+    ("tcp", [f"{A}.tcp"]),  # segments -> byte streams per connection
+    ("decoders", [f"{A}.decoders"]),  # byte streams -> HTTP / Nomad RPC / AMQP messages
+    ("builders", [f"{A}.builders"]),  # messages -> per-instance events, phases, timelines
+    ("enrich", [f"{A}.enrich"]),  # + hooks, VIM events, requests; cross-checks
+    ("sink", [f"{A}.sink"]),  # timelines -> timelines.jsonl; the AnalysisResult
+    ("entry", [f"{A}.pipeline"]),  # composes the stages: analyze_run, analyze_capture, ...
+    ("live", [f"{A}.follow"]),  # live mode on top of the pipeline
+    ("tools", [f"{A}.scrub"]),  # beside the pipeline: credentials out of a capture
+    ("package", [A]),  # vimprof.analyzer's __init__: the public names
 ]
 
 

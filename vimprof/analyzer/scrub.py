@@ -27,7 +27,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vimprof.analyzer.pcap import PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader, Record, decode_record
+from vimprof.analyzer.sources.pcap import (
+    PCAP_MAGIC_NS,
+    PCAP_MAGIC_US,
+    PcapReader,
+    Record,
+    decode_record,
+)
 from vimprof.analyzer.tcp import Connection, TcpReassembler
 from vimprof.errors import VimprofError
 

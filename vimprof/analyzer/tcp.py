@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vimprof.analyzer.pcap import ACK, FIN, RST, SYN, Packet
+from vimprof.analyzer.sources.pcap import ACK, FIN, RST, SYN, Packet
 
 MOD = 1 << 32
 HALF = 1 << 31

@@ -62,19 +62,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimprof.analyzer.amqp import AmqpMessage
-from vimprof.analyzer.http import HttpMessage
-from vimprof.analyzer.nomad_phases import Event, _dedupe, _phase, gone_ns
-from vimprof.analyzer.oslo import OsloMessage, decode_body, instance_uuids, obj_changes, obj_data
+from vimprof.analyzer.builders.nomad_phases import Event, _dedupe, _phase, gone_ns
+from vimprof.analyzer.decoders.amqp import AmqpMessage
+from vimprof.analyzer.decoders.http import HttpMessage
+from vimprof.analyzer.decoders.oslo import (
+    OsloMessage,
+    decode_body,
+    instance_uuids,
+    obj_changes,
+    obj_data,
+)
+from vimprof.analyzer.decoders.ports import GLANCE_PORTS, KEYSTONE_PORTS, NOVA_API_PORTS
 from vimprof.phases import NOVA
 
-NOVA_API_PORTS = (8774,)
-KEYSTONE_PORTS = (5000, 35357)
-GLANCE_PORTS = (9292,)
-PLACEMENT_PORTS = (8778,)
-NEUTRON_PORTS = (9696,)
-AMQP_PORTS = (5672, 5671)
-HTTP_PORTS = NOVA_API_PORTS + KEYSTONE_PORTS + GLANCE_PORTS + PLACEMENT_PORTS + NEUTRON_PORTS
 SETTLE_NS = 10_000_000_000  # AMQP / keystone / glance correlated this long after their start
 GRACE_NS = 5_000_000_000  # a server's last messages after its first 404
 IDLE_NS = 300_000_000_000  # a server, request id, window... without news this long goes

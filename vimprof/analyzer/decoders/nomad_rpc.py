@@ -37,9 +37,9 @@ from typing import Any
 
 import msgpack
 
+from vimprof.analyzer.decoders.timemap import TimeMap
+from vimprof.analyzer.decoders.tls import ENCRYPTED, looks_like_tls
 from vimprof.analyzer.tcp import Connection
-from vimprof.analyzer.timemap import TimeMap
-from vimprof.analyzer.tls import ENCRYPTED, looks_like_tls
 from vimprof.errors import VimprofError
 
 RPC_NOMAD = 0x01

@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vimprof.analyzer.decoders.timemap import TimeMap
+from vimprof.analyzer.decoders.tls import looks_like_tls
 from vimprof.analyzer.tcp import Connection
-from vimprof.analyzer.timemap import TimeMap
-from vimprof.analyzer.tls import looks_like_tls
 
 SECRET_HEADERS = frozenset(
     {

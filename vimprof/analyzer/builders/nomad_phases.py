@@ -56,8 +56,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimprof.analyzer.http import HttpMessage
-from vimprof.analyzer.nomad_rpc import RpcMessage
+from vimprof.analyzer.decoders.http import HttpMessage
+from vimprof.analyzer.decoders.nomad_rpc import RpcMessage
 from vimprof.phases import NOMAD
 
 SOURCE = "capture"
