@@ -30,6 +30,9 @@ Cross-checks (`crosscheck`): each timeline gets a "crosscheck" dict
 "after" (other >= capture - tolerance), "before" (other <= capture + tolerance). A failed
 check adds an issue "crosscheck: ..." to the timeline and a warning line to the result.
 Nothing here raises on bad records: they are counted and reported as warnings.
+
+Analyzer stage 5, enrich (vimprof/analyzer/__init__.py): timeline dicts from builders/ in,
+the same dicts merged and cross-checked out (Enricher.apply, in place), to sink.py.
 """
 
 from __future__ import annotations

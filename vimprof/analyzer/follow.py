@@ -13,10 +13,15 @@ also on Ctrl-C of the campaign) or when the campaign process ("pid" in the manif
 (killed). `Follower.stop()` (Ctrl-C of the follower) ends the reading at once: what was read
 is analysed and written (a partial result, "capture truncated" if it stopped mid-packet).
 
-FollowFile is the growing file: read(n) blocks in short sleeps until n bytes exist or the
-writer is done. The pipeline's readers open capture paths themselves, so the Follower feeds
-one through a named pipe (FIFO) in a private temporary directory: a thread copies the
-FollowFile's bytes into it, and the analysis reads the pipe as a capture.
+The capture is read as a growing file (sources/growing.py FollowFile: read(n) blocks in
+short sleeps until n bytes exist or the writer is done). The pipeline's readers open capture
+paths themselves, so the Follower feeds one through a named pipe (FIFO) in a private
+temporary directory: a thread copies the FollowFile's bytes into it, and the analysis reads
+the pipe as a capture.
+
+The analyzer's top: live mode over the pipeline (vimprof/analyzer/__init__.py). It imports
+pipeline.analyze_sources, enrich and sink, and none of them imports it: offline analysis
+is pipeline.analyze_run, live analysis is analyze_run_follow here.
 """
 
 from __future__ import annotations

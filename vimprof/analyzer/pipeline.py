@@ -1,18 +1,25 @@
-"""The analyzer pipeline: captures -> TCP streams -> HTTP / Nomad RPC / AMQP -> timelines.jsonl.
+"""The analyzer's entry: composes the stages, captures -> timelines.jsonl.
+
+sources/ (MergedReader) -> tcp.py (TcpReassembler) -> decoders/ (one per VIM connection,
+chosen by decoders/ports.py; a failure contained per connection by _Guarded) ->
+builders/ (MessageRouter) -> enrich.py (Enricher) -> sink.py (TimelineSpool), all
+streaming: each stage hands its output to the next through a callback as it completes.
+Live mode (follow.py) sits on top of this module; nothing here imports it.
 
 `analyze_run(run, extra_captures=(), hooks_offset_ns=0, tolerance_ms=50)` reads
 `run/capture.pcap` (plus extra captures, each optionally with a clock offset, merged by
 time), joins job ids / server ids with `requests.jsonl` (its "run" values go into the
-timelines), merges hooks.jsonl and vim-events.jsonl (analyzer/enrich.py), cross-checks, and
+timelines), merges hooks.jsonl and vim-events.jsonl (enrich.py), cross-checks, and
 rewrites `run/timelines.jsonl` from scratch (derived data). `analyze_capture(path | [(path,
 offset_ns), ...], ...)` returns the timeline dicts (shape: vimprof/phases.py) of Nomad
-allocations ("vim": "nomad", nomad_phases.py) and Nova servers ("vim": "nova",
-nova_phases.py) alike. `decode_capture` gives the decoded messages (tests, debugging);
+allocations ("vim": "nomad", builders/nomad_phases.py) and Nova servers ("vim": "nova",
+builders/nova_phases.py) alike. `decode_capture` gives the decoded messages (tests, debugging);
 `stream_capture` hands them to callbacks as they complete (the analysis itself: memory stays
 bounded by open connections and instances, not by capture size). Each instance's timeline is
 emitted, enriched and written as soon as the instance is finished, its state dropped
-(nomad_phases / nova_phases "Streaming"; `analyze(..., on_timeline=f)`, TimelineSpool); live
-mode (`follow.analyze_run_follow(run, Follower(run))`): analyzer/follow.py.
+(builders/nomad_phases / nova_phases "Streaming"; `analyze(..., on_timeline=f)`,
+sink.TimelineSpool); live mode (`follow.analyze_run_follow(run, Follower(run))`):
+analyzer/follow.py.
 
 Errors: VimprofError when no capture can be read (missing, not pcap/pcapng, a classic pcap
 with a link type vimprof cannot decode); with several captures an unreadable one is a
@@ -142,7 +149,7 @@ def decode_capture(
     messages (on `amqp_ports`) of a capture, all held in lists (see stream_capture).
 
     `path`: one capture file, or a list of files / (file, clock offset ns) pairs merged by
-    corrected time (pcap.MergedReader). Raises VimprofError if no file can be read.
+    corrected time (sources.merge.MergedReader). Raises VimprofError if no file can be read.
     """
     out = Decoded()
     d = stream_capture(path, out.http.append, out.rpc.append, out.amqp.append,

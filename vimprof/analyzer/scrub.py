@@ -17,6 +17,9 @@ with version 0; credentials never hold a 0x00 byte, so a 0x00 inside a value is 
 its own output: a scrubbed file is verified, not assumed.
 
 Usage: python -m vimprof.analyzer.scrub IN.pcap OUT.pcap
+
+Beside the analyzer's stages, a tool (vimprof/analyzer/__init__.py): it reads captures
+with sources/pcap.py and follows streams with tcp.py; nothing of the pipeline uses it.
 """
 
 from __future__ import annotations

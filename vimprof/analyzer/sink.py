@@ -7,6 +7,9 @@ timeline_key order (first event, instance): JSON lines with sorted keys and no s
 AnalysisResult is what the pipeline returns: counts, warnings, and the timelines read back
 from that file on demand. SpoolError (disk full, permissions) is the user's to act on: the
 pipeline lets it through instead of containing it per connection as decoder failures are.
+
+Analyzer stage 6, sink (vimprof/analyzer/__init__.py): enriched timeline dicts in,
+timelines.jsonl out.
 """
 
 from __future__ import annotations

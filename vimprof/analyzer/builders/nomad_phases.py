@@ -44,6 +44,9 @@ Capture time is the latest message time seen.
 
 Event attrs carry only ids, method names, statuses and paths (query strings dropped), never
 bodies or headers, so no credential reaches a timeline.
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py): HttpMessage / RpcMessage in
+(through builders/router.py), Nomad timeline dicts out, to the pipeline's enrichment.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ checking the token nova-api passed on), glance (first request -> last response),
 task_state networking -> the next task_state save), spawn (save task_state spawning -> save
 vm_state active). Delete path: delete = DELETE request -> first 404 (else the Instance
 destroy, else the save of vm_state deleted). A server whose boot is not in the capture gets
-one issue instead of one per boot phase. No credential reaches a timeline (oslo.scrub,
-http.py).
+one issue instead of one per boot phase. No credential reaches a timeline (decoders/oslo.py
+scrub, decoders/http.py).
 
 Streaming (flat memory, when the pipeline calls `tick(now_ns)` as capture time advances):
 AMQP messages and keystone/glance exchanges are correlated `settle_ns` (10 s) after they
@@ -52,6 +52,9 @@ start order as above; a server is emitted (`emit` callback) and dropped `settle_
 the end. Later messages about an emitted server are ignored (`late`); request ids, windows,
 pending calls and processed message ids are forgotten after `idle_ns`, emitted servers
 (their ids and request ids) after 3 `idle_ns`, at least 10 min.
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py): HttpMessage / AmqpMessage in
+(through builders/router.py), Nova timeline dicts out, to the pipeline's enrichment.
 """
 
 from __future__ import annotations

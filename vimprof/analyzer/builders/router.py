@@ -8,6 +8,8 @@ the Nomad builder. The capture clock (the latest message time) drives the builde
 expiry: requests unanswered for IDLE_NS are handed over alone, Nova's correlation windows
 are ticked once a second of capture time. Out go timeline dicts (vimprof/phases.py shape),
 one per instance as soon as it is finished, to `emit`.
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ size is known), never decoded. TLS (5671, or TLS on 5672) is detected and the co
 skipped ("encrypted: cannot decode, use hooks or VIM events"). After a gap or bytes that are
 not frames, the decoder drops the message in flight on that direction and resyncs on a chain
 of plausible frames; nothing raises on bad input.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): byte chunks of a connection in
+(tcp.StreamHandler), `AmqpMessage`s out.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ keystone, glance, placement and neutron speak HTTP (decoders/http.py), RabbitMQ 
 --http-port/--rpc-port`, or the campaign's manifest `capture.ports`); an extra HTTP port is
 Nomad's API. The builders (builders/nova_phases.py) tell OpenStack's services apart by these
 ports too.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py).
 """
 
 from __future__ import annotations

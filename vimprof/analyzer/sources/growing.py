@@ -4,6 +4,8 @@ source (`vimprof analyze --follow`, `vimprof capture --live`; analyzer/follow.py
 tcpdump -U writes whole packets as they come (vimprof/capture.py); FollowFile hands out the
 bytes as they appear and blocks in short sleeps for more until the writer is done, so a
 capture reader (sources/pcap.py) reads the growing file as a plain one.
+
+Analyzer stage 1, sources (vimprof/analyzer/__init__.py).
 """
 
 from __future__ import annotations

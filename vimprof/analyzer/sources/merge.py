@@ -1,8 +1,9 @@
 """Captures merged by time: several pcap/pcapng files (each with its clock offset) read as one
 stream of TCP segments in corrected time order, and the command line's FILE[@OFFSET_MS].
 
-The first stage of the analyzer with sources/pcap.py (one file) and sources/growing.py (a
-capture still being written): what leaves here is `Packet`s (sources/pcap.py) in time order.
+Analyzer stage 1, sources (vimprof/analyzer/__init__.py), with sources/pcap.py (one file)
+and sources/growing.py (a capture still being written): `Packet`s out, in time order, to
+tcp.py.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ option if_tsresol 9, if_tsoffset 14); link types = https://www.tcpdump.org/linkt
 Timestamps are integer ns since the Unix epoch. Errors: VimprofError for a file that is not a
 capture, an unknown link type, or a file that cannot be opened; a file cut in the middle of a
 record ends the iteration cleanly with `truncated = True` and a line in `warnings`.
+
+Analyzer stage 1, sources (vimprof/analyzer/__init__.py): capture bytes in, `Packet`s out;
+sources/merge.py merges several files, tcp.py takes the packets.
 """
 
 from __future__ import annotations
