@@ -43,7 +43,7 @@ LINK_HEADER = {1: 14, 113: 16, 276: 20, 101: 0, 228: 0, 229: 0}
 
 def _records(path: Path) -> tuple[int, list[tuple[int, bytes, int]]]:
     sys.path.insert(0, str(REPO))
-    from vimprof.analyzer.pcap import PcapReader
+    from vimprof.analyzer.sources.pcap import PcapReader
 
     with PcapReader(path) as r:
         recs = [(rec.t_ns, rec.data, rec.origlen) for rec in r.records_iter()]
@@ -111,7 +111,7 @@ def build(out: Path, packets: int) -> tuple[Path, int]:
 VIMPROF = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from vimprof.analyzer.analyze import analyze
+from vimprof.analyzer.pipeline import analyze
 n = [0, 0]
 def sink(tl):  # streaming, as analyze_run: each timeline handed on, none kept
     n[0] += 1

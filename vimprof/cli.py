@@ -208,8 +208,8 @@ def analyze(run: str, captures: tuple[str, ...], hooks_offset_ms: float, toleran
             runs_dir: Path, follow: bool = False, http_ports: tuple[int, ...] = (),
             rpc_ports: tuple[int, ...] = ()) -> None:
     """Rebuild per-instance phase timelines of RUN (a directory or a label) from its capture."""
-    from vimprof.analyzer.analyze import Ports
-    from vimprof.analyzer.pcap import parse_capture_arg
+    from vimprof.analyzer.decoders.ports import Ports
+    from vimprof.analyzer.sources.merge import parse_capture_arg
 
     extra = [parse_capture_arg(c) for c in captures]
     if follow:
@@ -232,16 +232,17 @@ def _analyze(run: rundir.RunDir, extra: list | None = None, hooks_offset_ms: flo
              tolerance_ms: float = 50.0, follow: bool = False, ports=None) -> None:
     from vimprof.analyzer import analyze_run
 
-    follower = None
+    kw = dict(hooks_offset_ns=int(hooks_offset_ms * 1e6), tolerance_ms=tolerance_ms, ports=ports)
     if follow:
-        from vimprof.analyzer.follow import Follower, describe
+        from vimprof.analyzer.follow import Follower, analyze_run_follow, describe
 
         follower = Follower(run, lambda tl: console.print(describe(tl)),
                             lambda line: console.print(f"[dim]{line}[/]"))
         console.print(f"following {run.file(rundir.CAPTURE)} until the campaign ends "
                       "(Ctrl-C: stop and write what was read)")
-    result = analyze_run(run, extra or [], hooks_offset_ns=int(hooks_offset_ms * 1e6),
-                         tolerance_ms=tolerance_ms, follow=follower, ports=ports)
+        result = analyze_run_follow(run, follower, extra or [], **kw)
+    else:
+        result = analyze_run(run, extra or [], **kw)
     _report(run, result)
 
 

@@ -69,7 +69,7 @@ def install() -> None:
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
     """`install()` for the duration of a block, restoring the handlers found (library use:
-    `analyze_run(follow=...)` called from a test or a notebook). A no-op where vimprof's
+    `analyze_run_follow(...)` called from a test or a notebook). A no-op where vimprof's
     handlers are installed already (the CLI), so a signal received stays recorded."""
     if threading.current_thread() is not threading.main_thread():
         yield

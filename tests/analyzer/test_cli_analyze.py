@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vimprof.analyzer.pcap import parse_capture_arg
+from vimprof.analyzer.sources.merge import parse_capture_arg
 from vimprof.cli import cli
 from vimprof.errors import VimprofError
 

@@ -11,8 +11,9 @@ import pytest
 
 from vimprof import rundir
 from vimprof.analyzer import analyze_capture, analyze_run
-from vimprof.analyzer.analyze import decode_capture
-from vimprof.analyzer.pcap import MergedReader, PcapReader
+from vimprof.analyzer.pipeline import decode_capture
+from vimprof.analyzer.sources.merge import MergedReader
+from vimprof.analyzer.sources.pcap import PcapReader
 from vimprof.errors import VimprofError
 from vimprof.rundir import RunDir
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from vimprof.analyzer import analyze_run
-from vimprof.analyzer.follow import Follower, FollowFile, describe
+from vimprof.analyzer.follow import Follower, analyze_run_follow, describe
+from vimprof.analyzer.sources.growing import FollowFile
 from vimprof.rundir import CAPTURE, MANIFEST, REQUESTS, TIMELINES, VIM_EVENTS, RunDir
 
 DATA = Path(__file__).parent.parent / "data"
@@ -65,7 +66,7 @@ class _Campaign(threading.Thread):
 
 def _follow(run: RunDir, seen: list[tuple[float, dict]], **kw) -> tuple[Follower, object]:
     f = Follower(run, lambda tl: seen.append((time.monotonic(), tl)), poll_s=0.01, **kw)
-    return f, analyze_run(run, follow=f)
+    return f, analyze_run_follow(run, f)
 
 
 def test_follow_file_blocks_until_bytes_exist(tmp_path):
@@ -136,7 +137,7 @@ def test_follow_stop_writes_what_was_read(tmp_path):
     seen: list = []
     f = Follower(run, lambda tl: seen.append(tl), poll_s=0.01)
     threading.Timer(1.0, f.stop).start()
-    res = analyze_run(run, follow=f)
+    res = analyze_run_follow(run, f)
     assert res.warnings[0].startswith("interrupted")
     lines = run.file(TIMELINES).read_text().splitlines()
     assert 1 <= len(lines) <= 3
@@ -178,7 +179,7 @@ def test_follow_ends_when_the_campaign_process_is_gone(tmp_path):
     shutil.copy(LAB / CAPTURE, run.file(CAPTURE))
     run.file(MANIFEST).write_text(json.dumps({"start_ns": 1, "pid": dead.pid}))
     t0 = time.monotonic()
-    res = analyze_run(run, follow=Follower(run, poll_s=0.01))
+    res = analyze_run_follow(run, Follower(run, poll_s=0.01))
     assert time.monotonic() - t0 < 10
     assert res.counts["timelines"] == 3
 

@@ -7,10 +7,10 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vimprof.analyzer.analyze import decode_capture
-from vimprof.analyzer.http import HttpConnection
-from vimprof.analyzer.nomad_rpc import NomadRpcConnection, RpcStats
-from vimprof.analyzer.pcap import PcapReader
+from vimprof.analyzer.decoders.http import HttpConnection
+from vimprof.analyzer.decoders.nomad_rpc import NomadRpcConnection, RpcStats
+from vimprof.analyzer.pipeline import decode_capture
+from vimprof.analyzer.sources.pcap import PcapReader
 from vimprof.analyzer.tcp import Connection
 from vimprof.errors import VimprofError
 
@@ -155,8 +155,8 @@ AMQP_BITS = [
     ops=st.lists(st.tuples(st.integers(0, 1), st.booleans(), chunks(AMQP_BITS)), max_size=10),
 )
 def test_amqp_decoder_never_raises(syn, ops):
-    from vimprof.analyzer.amqp import AmqpConnection, AmqpStats
-    from vimprof.analyzer.nova_phases import NovaTimelines
+    from vimprof.analyzer.builders.nova_phases import NovaTimelines
+    from vimprof.analyzer.decoders.amqp import AmqpConnection, AmqpStats
 
     conn = Connection(1, ("10.0.0.1", 1), ("10.0.0.2", 5672), syn, 0)
     out = []
@@ -187,7 +187,7 @@ OSLO_BITS = [
 @settings(SETTINGS, max_examples=100)
 @given(parts=chunks(OSLO_BITS))
 def test_oslo_decoder_never_raises_and_drops_tokens(parts):
-    from vimprof.analyzer.oslo import OsloMessage, decode_body, instance_uuids
+    from vimprof.analyzer.decoders.oslo import OsloMessage, decode_body, instance_uuids
 
     for method in ("select_destinations", "object_action", "schedule_and_build_instances",
                    "update_instance_info", "object_class_action_versions"):
@@ -226,8 +226,8 @@ ARG_KEYS = ["request_specs", "build_requests", "instance_uuids", "spec_obj", "in
 def test_nova_timelines_never_raise_on_odd_rpc_shapes(method, args, extra):
     import json
 
-    from vimprof.analyzer.amqp import AmqpMessage
-    from vimprof.analyzer.nova_phases import NovaTimelines
+    from vimprof.analyzer.builders.nova_phases import NovaTimelines
+    from vimprof.analyzer.decoders.amqp import AmqpMessage
 
     inner = dict(extra, method=method, args=args)
     body = wire.oslo_body(inner)

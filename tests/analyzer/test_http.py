@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from vimprof.analyzer.http import HttpConnection, HttpMessage
+from vimprof.analyzer.decoders.http import HttpConnection, HttpMessage
 from vimprof.analyzer.tcp import Connection
 
 CONN = Connection(1, ("10.0.0.1", 40000), ("10.0.0.2", 4646), True, 0)

@@ -15,7 +15,7 @@ import pytest
 
 from vimprof import rundir
 from vimprof.analyzer import analyze_run
-from vimprof.analyzer.analyze import decode_capture
+from vimprof.analyzer.pipeline import decode_capture
 from vimprof.rundir import RunDir
 
 DATA = Path(__file__).parent.parent / "data"

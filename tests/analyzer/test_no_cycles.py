@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vimprof.analyzer.analyze import analyze
+from vimprof.analyzer.pipeline import analyze
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CAPTURES = sorted(DATA.glob("*/capture.pcap"))

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from vimprof.analyzer.http import HttpMessage
-from vimprof.analyzer.nomad_phases import build_timelines
-from vimprof.analyzer.nomad_rpc import RpcMessage
+from vimprof.analyzer.builders.nomad_phases import build_timelines
+from vimprof.analyzer.decoders.http import HttpMessage
+from vimprof.analyzer.decoders.nomad_rpc import RpcMessage
 
 A1 = "11111111-0000-0000-0000-000000000001"
 A2 = "22222222-0000-0000-0000-000000000002"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vimprof.analyzer.nomad_rpc import (
+from vimprof.analyzer.decoders.nomad_rpc import (
     NomadRpcConnection,
     RpcMessage,
     RpcStats,

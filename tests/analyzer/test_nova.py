@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from vimprof.analyzer import analyze_capture
-from vimprof.analyzer.amqp import AmqpConnection, AmqpMessage, AmqpStats
-from vimprof.analyzer.analyze import decode_capture
-from vimprof.analyzer.oslo import decode_body, instance_uuids
+from vimprof.analyzer.decoders.amqp import AmqpConnection, AmqpMessage, AmqpStats
+from vimprof.analyzer.decoders.oslo import decode_body, instance_uuids
+from vimprof.analyzer.pipeline import decode_capture
 from vimprof.analyzer.tcp import Connection
 
 from . import wire

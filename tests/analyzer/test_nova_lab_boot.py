@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vimprof.analyzer.analyze import analyze
+from vimprof.analyzer.pipeline import analyze
 from vimprof.phases import NOVA
 
 CAPTURE = Path(__file__).parent.parent / "data" / "nova-lab-boot" / "capture.pcap"

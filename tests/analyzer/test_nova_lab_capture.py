@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vimprof.analyzer.analyze import analyze, decode_capture
-from vimprof.analyzer.oslo import decode_body
+from vimprof.analyzer.decoders.oslo import decode_body
+from vimprof.analyzer.pipeline import analyze, decode_capture
 
 CAPTURE = Path(__file__).parent.parent / "data" / "nova-lab-delete" / "capture.pcap"
 SERVER = "7ed31cba-0cf0-44ce-9fe4-b69c8ce6c6b2"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vimprof.analyzer.analyze import analyze
+from vimprof.analyzer.pipeline import analyze
 from vimprof.phases import NOVA
 
 CAPTURE = Path(__file__).parent.parent / "data" / "nova-lab-keystone" / "capture.pcap"

@@ -129,7 +129,8 @@ def test_one_host_loopback_other_ports_analyzes_the_same(loopback_cluster, tmp_p
     again = subprocess.run([sys.executable, "-m", "vimprof.cli", "analyze", str(run)],
                            capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 0 and "2 timelines" in again.stdout, again.stdout
-    from vimprof.analyzer.analyze import Ports, analyze_run
+    from vimprof.analyzer.decoders.ports import Ports
+    from vimprof.analyzer.pipeline import analyze_run
     from vimprof.rundir import RunDir
 
     bare = tmp_path / "bare"

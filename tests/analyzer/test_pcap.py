@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vimprof.analyzer.pcap import PcapReader
+from vimprof.analyzer.sources.pcap import PcapReader
 from vimprof.errors import VimprofError
 
 from . import wire
@@ -132,7 +132,7 @@ def test_missing_file_and_unknown_linktype(tmp_path):
 def test_fast_pcap_path_equals_the_generic_decoder(name, tmp_path):
     from pathlib import Path
 
-    from vimprof.analyzer.pcap import decode_record
+    from vimprof.analyzer.sources.pcap import decode_record
 
     src = Path(__file__).resolve().parents[1] / "data" / name
     with PcapReader(src) as r:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from vimprof.analyzer import analyze_capture
-from vimprof.analyzer.analyze import decode_capture
-from vimprof.analyzer.nomad_rpc import go_time_ns
-from vimprof.analyzer.pcap import PcapReader
+from vimprof.analyzer.decoders.nomad_rpc import go_time_ns
+from vimprof.analyzer.pipeline import decode_capture
+from vimprof.analyzer.sources.pcap import PcapReader
 
 from . import wire
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.analyzer import wire
 from vimprof.analyzer import analyze_capture
-from vimprof.analyzer.analyze import decode_capture
+from vimprof.analyzer.pipeline import decode_capture
 from vimprof.analyzer.scrub import find_secrets, scrub_pcap
 from vimprof.errors import VimprofError
 

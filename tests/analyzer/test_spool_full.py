@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vimprof.analyzer.analyze import SpoolError, analyze_run
+from vimprof.analyzer.pipeline import analyze_run
+from vimprof.analyzer.sink import SpoolError
 from vimprof.rundir import RunDir
 
 RUN = Path(__file__).parent.parent / "data" / "nomad-lab-3runs"

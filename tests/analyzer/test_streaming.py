@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from vimprof.analyzer.analyze import (
-    HTTP_PORTS,
-    NOMAD_RPC_PORTS,
-    _Builders,
-    analyze,
-    analyze_run,
-    stream_capture,
-)
-from vimprof.analyzer.nomad_phases import NomadTimelines, timeline_key
-from vimprof.analyzer.nomad_rpc import BODY_FIELDS
-from vimprof.analyzer.nova_phases import AMQP_PORTS, NovaTimelines
-from vimprof.analyzer.pcap import PcapReader
+from vimprof.analyzer.builders.nomad_phases import NomadTimelines, timeline_key
+from vimprof.analyzer.builders.nova_phases import NovaTimelines
+from vimprof.analyzer.builders.router import MessageRouter
+from vimprof.analyzer.decoders.nomad_rpc import BODY_FIELDS
+from vimprof.analyzer.decoders.ports import AMQP_PORTS, HTTP_PORTS, NOMAD_RPC_PORTS
+from vimprof.analyzer.pipeline import analyze, analyze_run, stream_capture
+from vimprof.analyzer.sources.pcap import PcapReader
 from vimprof.rundir import CAPTURE, TIMELINES, RunDir
 
 DATA = Path(__file__).parent.parent / "data"
@@ -68,7 +63,7 @@ def _stream(path: Path, keep_all: bool, idle_ns: int | None = None):
     """(timelines sorted, max of each live-state size seen at every emission)."""
     out: list[dict] = []
     peak: dict[str, int] = {}
-    b = _Builders(lambda tl: out.append(tl), None, **({"idle_ns": idle_ns} if idle_ns else {}))
+    b = MessageRouter(lambda tl: out.append(tl), None, **({"idle_ns": idle_ns} if idle_ns else {}))
 
     def emit(tl: dict) -> None:
         out.append(tl)
@@ -153,7 +148,7 @@ def test_idle_instances_are_emitted():
     whole = analyze(src)[0]
     for idle_ns, early in ((300 * S, 1), (S // 5, 3)):
         got: list[dict] = []
-        b = _Builders(got.append, None, idle_ns=idle_ns)
+        b = MessageRouter(got.append, None, idle_ns=idle_ns)
         stream_capture(src, b.http, b.rpc, b.amqp, rpc_body_fields=BODY_FIELDS)
         before_end = len(got)
         b.finish()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from vimprof.analyzer.pcap import ACK, FIN, PSH, RST, SYN, Packet
+from vimprof.analyzer.sources.pcap import ACK, FIN, PSH, RST, SYN, Packet
 from vimprof.analyzer.tcp import Connection, TcpReassembler
 
 C = ("10.0.0.1", 40000)

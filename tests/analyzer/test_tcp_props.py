@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vimprof.analyzer.pcap import FIN, PSH, SYN
+from vimprof.analyzer.sources.pcap import FIN, PSH, SYN
 from vimprof.analyzer.tcp import TcpReassembler
 
 from .test_tcp import Collect, pkt
@@ -111,7 +111,8 @@ def test_a_lost_segment_is_one_gap_and_the_rest_is_intact(case, data):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_captures_split_across_files_with_clock_offsets_merge_back(tmp_path_factory, data):
-    from vimprof.analyzer.pcap import MergedReader, PcapReader
+    from vimprof.analyzer.sources.merge import MergedReader
+    from vimprof.analyzer.sources.pcap import PcapReader
 
     from . import wire
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vimprof.analyzer.nomad_events import timelines_from_events
+from vimprof.analyzer.builders.nomad_events import timelines_from_events
 from vimprof.errors import VimprofError
 from vimprof.pushers.nomad_access import ClusterAccess, _rfc3339_ns, check_version
 from vimprof.pushers.nomad_jobspec import load

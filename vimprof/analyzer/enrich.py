@@ -20,7 +20,9 @@ Sources (all in the run directory, vimprof/rundir.py):
   wire's own task events when vim-events has none). Nova instance actions
   ({"subject": <server uuid>, "name": "compute__do_build_and_run_instance", "t_ns",
   "end_ns", "vim": "nova"}) are events with source "vim" too.
-- requests.jsonl: the pusher's own observations (t_registered_ns, t_running_ns, t_gone_ns).
+- requests.jsonl: the pusher's own observations (t_registered_ns, t_running_ns, t_gone_ns),
+  and which instances are the campaign's: `job_runs_of` (job id / server uuid -> the
+  pusher's "run" value, handed to the builders) and `belongs` (the sink keeps only those).
 
 Cross-checks (`crosscheck`): each timeline gets a "crosscheck" dict
 {"tolerance_ms": float, "checks": [{"check", "rule", "capture_ns", "other_ns", "other",
@@ -28,6 +30,9 @@ Cross-checks (`crosscheck`): each timeline gets a "crosscheck" dict
 "after" (other >= capture - tolerance), "before" (other <= capture + tolerance). A failed
 check adds an issue "crosscheck: ..." to the timeline and a warning line to the result.
 Nothing here raises on bad records: they are counted and reported as warnings.
+
+Analyzer stage 5, enrich (vimprof/analyzer/__init__.py): timeline dicts from builders/ in,
+the same dicts merged and cross-checked out (Enricher.apply, in place), to sink.py.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ HOOK_NAMES = ("init_environment", "spawn", "clean")
 DOWNLOAD = "Downloading Artifacts"
 TASK_PREFIX = "Task event "
 DEFAULT_TOLERANCE_MS = 50.0
+MAX_CROSSCHECK_WARNINGS = 100  # lines; the rest are counted (each timeline has its issues)
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -67,6 +73,32 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
             else:
                 bad += 1
     return out, bad
+
+
+def job_runs_of(requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """job id (Nomad) / server uuid (Nova) -> the pusher's "run" value."""
+    runs: dict[str, Any] = {}
+    for rec in requests:
+        for key in ("job_id", "server_id"):
+            v = rec.get(key)
+            if isinstance(v, str) and v:
+                runs[v] = rec.get("run")
+    return runs
+
+
+def belongs(timeline: dict[str, Any], job_runs: dict[str, Any]) -> bool:
+    """Whether an allocation is one of this campaign's instances.
+
+    A capture also shows allocations of other jobs in passing (an earlier campaign's last
+    allocation reporting late, other users' jobs): with requests.jsonl only its jobs count;
+    without it, an allocation counts once its job is known from the capture.
+    """
+    if timeline.get("vim") == "nova":
+        return timeline["instance"] in job_runs if job_runs else True
+    job = timeline.get("job")
+    if job_runs:
+        return job in job_runs
+    return bool(job)
 
 
 def _int(v: Any) -> int | None:

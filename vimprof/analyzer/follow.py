@@ -1,6 +1,6 @@
 """Live mode: analyse a run's capture while `vimprof capture` is still writing it.
 
-`vimprof analyze RUN --follow` (analyze_run(run, follow=Follower(run))) reads
+`vimprof analyze RUN --follow` (analyze_run_follow(run, Follower(run))) reads
 run/capture.pcap as tcpdump appends to it (tcpdump -U writes whole packets as they come,
 vimprof/capture.py), hands each instance's timeline to a callback as soon as the instance is
 finished (nomad_phases "Streaming": Nomad allocations terminal and purged, Nova servers gone)
@@ -13,16 +13,20 @@ also on Ctrl-C of the campaign) or when the campaign process ("pid" in the manif
 (killed). `Follower.stop()` (Ctrl-C of the follower) ends the reading at once: what was read
 is analysed and written (a partial result, "capture truncated" if it stopped mid-packet).
 
-FollowFile is the growing file: read(n) blocks in short sleeps until n bytes exist or the
-writer is done. The pipeline's readers open capture paths themselves, so the Follower feeds
-one through a named pipe (FIFO) in a private temporary directory: a thread copies the
-FollowFile's bytes into it, and the analysis reads the pipe as a capture.
+The capture is read as a growing file (sources/growing.py FollowFile: read(n) blocks in
+short sleeps until n bytes exist or the writer is done). The pipeline's readers open capture
+paths themselves, so the Follower feeds one through a named pipe (FIFO) in a private
+temporary directory: a thread copies the FollowFile's bytes into it, and the analysis reads
+the pipe as a capture.
+
+The analyzer's top: live mode over the pipeline (vimprof/analyzer/__init__.py). It imports
+pipeline.analyze_sources, enrich and sink, and none of them imports it: offline analysis
+is pipeline.analyze_run, live analysis is analyze_run_follow here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tempfile
@@ -33,99 +37,23 @@ from pathlib import Path
 from typing import Any
 
 from vimprof import interrupts
+from vimprof.analyzer.decoders.ports import Ports
+from vimprof.analyzer.enrich import (
+    DEFAULT_TOLERANCE_MS,
+    MAX_CROSSCHECK_WARNINGS,
+    Enricher,
+    belongs,
+    job_runs_of,
+    read_jsonl,
+)
+from vimprof.analyzer.pipeline import analyze_sources
+from vimprof.analyzer.sink import AnalysisResult, TimelineSpool
+from vimprof.analyzer.sources.growing import POLL_S, FollowFile
 from vimprof.errors import VimprofError
 from vimprof.phases import NOMAD, NOVA
 from vimprof.rundir import CAPTURE, HOOKS, MANIFEST, REQUESTS, TIMELINES, VIM_EVENTS, RunDir
 
-POLL_S = 0.05  # sleep between two looks at a file that has not grown
 WAIT_S = 300.0  # how long to wait for the run directory / capture to appear
-
-
-class FollowFile(io.RawIOBase):
-    """A file another process appends to, read as if it were complete.
-
-    `read(n)` returns n bytes, blocking (sleeps of `poll_s` s) until they exist, or fewer
-    (possibly b"") once `done()` is true and the file is read to its end. `read1(n)`
-    returns as soon as at least one byte is there. The file may not exist yet: it is
-    waited for (until `done()`). `stopped` (a threading.Event) ends all waiting at once.
-    `bytes_read`: bytes handed out so far. OSError other than a missing file propagate.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        done: Callable[[], bool],
-        poll_s: float = POLL_S,
-        stopped: threading.Event | None = None,
-    ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.done = done
-        self.poll_s = poll_s
-        self.stopped = stopped or threading.Event()
-        self._fh: io.BufferedReader | None = None
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def _open(self) -> bool:
-        if self._fh is None:
-            try:
-                self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-            except FileNotFoundError:
-                return False
-        return True
-
-    def _wait(self, final: list[bool]) -> bool:
-        """Whether to look again: False once the writer was done before the last look."""
-        if final[0] or self.stopped.is_set():
-            return False
-        if self.done():
-            final[0] = True  # one more look: bytes written just before it finished
-            return True
-        self.stopped.wait(self.poll_s)
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            return self.readall()
-        return self._read(n, whole=True)
-
-    def read1(self, n: int = -1) -> bytes:
-        return self._read(n if n is not None and n >= 0 else 1 << 16, whole=False)
-
-    def readall(self) -> bytes:
-        parts = []
-        while chunk := self._read(1 << 20, whole=True):
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def readinto(self, b: Any) -> int:
-        data = self._read(len(b), whole=False)
-        b[: len(data)] = data
-        return len(data)
-
-    def _read(self, n: int, whole: bool) -> bytes:
-        out = bytearray()
-        final = [False]
-        while len(out) < n:
-            if self._open():
-                chunk = self._fh.read(n - len(out))  # type: ignore[union-attr]
-                if chunk:
-                    out += chunk
-                    if not whole:
-                        break
-                    continue
-            if not self._wait(final):
-                break
-        self.bytes_read += len(out)
-        return bytes(out)
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        super().close()
 
 
 class Follower:
@@ -291,23 +219,16 @@ def analyze_run_follow(
     extra_captures: Iterable[Any] = (),
     *,
     hooks_offset_ns: int = 0,
-    tolerance_ms: float = 50.0,
-    ports: Any = None,
-) -> Any:
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+    ports: Ports | None = None,
+) -> AnalysisResult:
     """analyze_run in live mode (module docstring); returns its AnalysisResult.
 
     SIGINT, SIGTERM or SIGHUP (from the main thread: vimprof.interrupts) stops the following
     and still writes the timelines of what was read; a further signal only says so.
+    `ports`: as analyze_run (default: those in the run's manifest).
     """
-    from vimprof.analyzer.analyze import (
-        MAX_CROSSCHECK_WARNINGS,
-        TimelineSpool,
-        _belongs,
-        _job_runs,
-        analyze_sources,
-    )
-    from vimprof.analyzer.enrich import Enricher, read_jsonl
-
+    ports = ports or Ports.of_run(run)
     out = run.file(TIMELINES)
     raw = TimelineSpool(out)
     fifo = follower.start()
@@ -326,9 +247,9 @@ def analyze_run_follow(
     requests, bad_req = read_jsonl(run.file(REQUESTS))
     hooks, bad_hooks = read_jsonl(run.file(HOOKS))
     vim_events, bad_ev = read_jsonl(run.file(VIM_EVENTS))
-    job_runs = _job_runs(requests)
+    job_runs = job_runs_of(requests)
     enricher = Enricher(hooks, vim_events, requests, hooks_offset_ns, tolerance_ms)
-    final = TimelineSpool(out, lambda t: _belongs(t, job_runs))
+    final = TimelineSpool(out, lambda t: belongs(t, job_runs))
     checks: list[str] = []
     more = 0
     try:
@@ -374,15 +295,13 @@ class LiveAnalysis:
 
     def __init__(self, run: RunDir, follower: Follower, **kw: Any) -> None:
         self.run, self.follower, self.kw = run, follower, kw
-        self.result: Any = None
+        self.result: AnalysisResult | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True, name="vimprof-live")
 
     def _main(self) -> None:
-        from vimprof.analyzer.analyze import analyze_run
-
         try:
-            self.result = analyze_run(self.run, follow=self.follower, **self.kw)
+            self.result = analyze_run_follow(self.run, self.follower, **self.kw)
         except BaseException as e:  # noqa: BLE001 - handed to finish()
             self.error = e
 
@@ -390,7 +309,7 @@ class LiveAnalysis:
         self._thread.start()
         return self
 
-    def finish(self, timeout_s: float = 600.0) -> Any:
+    def finish(self, timeout_s: float = 600.0) -> AnalysisResult | None:
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self.follower.stop()

@@ -17,6 +17,9 @@ with version 0; credentials never hold a 0x00 byte, so a 0x00 inside a value is 
 its own output: a scrubbed file is verified, not assumed.
 
 Usage: python -m vimprof.analyzer.scrub IN.pcap OUT.pcap
+
+Beside the analyzer's stages, a tool (vimprof/analyzer/__init__.py): it reads captures
+with sources/pcap.py and follows streams with tcp.py; nothing of the pipeline uses it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vimprof.analyzer.pcap import PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader, Record, decode_record
+from vimprof.analyzer.sources.pcap import (
+    PCAP_MAGIC_NS,
+    PCAP_MAGIC_US,
+    PcapReader,
+    Record,
+    decode_record,
+)
 from vimprof.analyzer.tcp import Connection, TcpReassembler
 from vimprof.errors import VimprofError
 

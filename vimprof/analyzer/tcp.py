@@ -1,7 +1,7 @@
 """TCP reassembly: per connection (4-tuple) and per direction, packets -> ordered byte chunks.
 
-Feed `pcap.Packet`s in capture order to `TcpReassembler.add`. For each new connection it asks
-the `factory` for a `StreamHandler`, then calls on it:
+Feed `sources.pcap.Packet`s in capture order to `TcpReassembler.add`. For each new connection
+it asks the `factory` for a `StreamHandler`, then calls on it:
 
 - `data(direction, t_ns, data)`: the next in-order bytes of one direction; `t_ns` (ns since
   epoch) is the capture time of the packet that carried them, so a decoder knows when the
@@ -22,6 +22,9 @@ Handled: retransmissions and overlaps (data already delivered is dropped), out-o
 acknowledges past them, when more than `max_buffered` bytes wait, at FIN/RST, or at the end),
 SYN/FIN/RST, sequence wrap-around, port reuse (a SYN with a new ISN opens a new connection).
 Source of the rules: RFC 9293 (sequence space, SYN and FIN each take one sequence number).
+
+Analyzer stage 2, tcp (vimprof/analyzer/__init__.py): `Packet`s from sources/ in, byte
+chunks per connection and direction out, to the decoders/ the pipeline's factory picks.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vimprof.analyzer.pcap import ACK, FIN, RST, SYN, Packet
+from vimprof.analyzer.sources.pcap import ACK, FIN, RST, SYN, Packet
 
 MOD = 1 << 32
 HALF = 1 << 31

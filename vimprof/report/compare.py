@@ -74,7 +74,7 @@ class LabelData:
     `breakdown_overlaps[(a, b)]` counts counted instances where breakdown phases a and b
     overlap in time by more than 10 µs (the stacked breakdown bar then over-counts).
     `not_measured[phase]` says why a phase could not be measured at all (e.g. the RPC was
-    TLS-encrypted: analyzer/nomad_events.py).
+    TLS-encrypted: analyzer/builders/nomad_events.py).
     """
 
     run: RunDir

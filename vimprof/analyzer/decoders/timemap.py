@@ -3,6 +3,9 @@
 Decoders append each chunk they receive with the capture time (ns since epoch) of the packet
 that carried it, then ask which packet carried a given byte of the stream: the first byte of
 a message gives its t_first_ns, the last byte its t_last_ns.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): used by the protocol decoders to
+time their messages.
 """
 
 from __future__ import annotations

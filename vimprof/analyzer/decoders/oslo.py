@@ -12,6 +12,9 @@ unversioned path, or the same envelope) have event_type, payload, timestamp, mes
 `decode_body(body)` returns an `OsloMessage` with every credential removed (SECRET_KEYS and
 any key containing "auth_token", "password" or "secret", at any depth), or None when the
 body is not JSON. Nova objects are dicts with "nova_object.name" and "nova_object.data".
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): an AmqpMessage's body in, an
+`OsloMessage` out (called by builders/nova_phases.py).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ checking the token nova-api passed on), glance (first request -> last response),
 task_state networking -> the next task_state save), spawn (save task_state spawning -> save
 vm_state active). Delete path: delete = DELETE request -> first 404 (else the Instance
 destroy, else the save of vm_state deleted). A server whose boot is not in the capture gets
-one issue instead of one per boot phase. No credential reaches a timeline (oslo.scrub,
-http.py).
+one issue instead of one per boot phase. No credential reaches a timeline (decoders/oslo.py
+scrub, decoders/http.py).
 
 Streaming (flat memory, when the pipeline calls `tick(now_ns)` as capture time advances):
 AMQP messages and keystone/glance exchanges are correlated `settle_ns` (10 s) after they
@@ -52,6 +52,9 @@ start order as above; a server is emitted (`emit` callback) and dropped `settle_
 the end. Later messages about an emitted server are ignored (`late`); request ids, windows,
 pending calls and processed message ids are forgotten after `idle_ns`, emitted servers
 (their ids and request ids) after 3 `idle_ns`, at least 10 min.
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py): HttpMessage / AmqpMessage in
+(through builders/router.py), Nova timeline dicts out, to the pipeline's enrichment.
 """
 
 from __future__ import annotations
@@ -62,19 +65,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimprof.analyzer.amqp import AmqpMessage
-from vimprof.analyzer.http import HttpMessage
-from vimprof.analyzer.nomad_phases import Event, _dedupe, _phase, gone_ns
-from vimprof.analyzer.oslo import OsloMessage, decode_body, instance_uuids, obj_changes, obj_data
+from vimprof.analyzer.builders.nomad_phases import Event, _dedupe, _phase, gone_ns
+from vimprof.analyzer.decoders.amqp import AmqpMessage
+from vimprof.analyzer.decoders.http import HttpMessage
+from vimprof.analyzer.decoders.oslo import (
+    OsloMessage,
+    decode_body,
+    instance_uuids,
+    obj_changes,
+    obj_data,
+)
+from vimprof.analyzer.decoders.ports import GLANCE_PORTS, KEYSTONE_PORTS, NOVA_API_PORTS
 from vimprof.phases import NOVA
 
-NOVA_API_PORTS = (8774,)
-KEYSTONE_PORTS = (5000, 35357)
-GLANCE_PORTS = (9292,)
-PLACEMENT_PORTS = (8778,)
-NEUTRON_PORTS = (9696,)
-AMQP_PORTS = (5672, 5671)
-HTTP_PORTS = NOVA_API_PORTS + KEYSTONE_PORTS + GLANCE_PORTS + PLACEMENT_PORTS + NEUTRON_PORTS
 SETTLE_NS = 10_000_000_000  # AMQP / keystone / glance correlated this long after their start
 GRACE_NS = 5_000_000_000  # a server's last messages after its first 404
 IDLE_NS = 300_000_000_000  # a server, request id, window... without news this long goes

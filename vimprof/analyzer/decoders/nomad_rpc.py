@@ -25,6 +25,9 @@ e.g. AuthToken, SecretID) are dropped.
 Gaps and garbage never raise: the yamux framer resyncs on a chain of plausible headers and a
 msgpack-rpc stream resyncs on the next `ServiceMethod` header map; the message in flight is
 lost and counted in `RpcStats`.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): byte chunks of a connection in
+(tcp.StreamHandler), `RpcMessage`s out.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from typing import Any
 
 import msgpack
 
+from vimprof.analyzer.decoders.timemap import TimeMap
+from vimprof.analyzer.decoders.tls import ENCRYPTED, looks_like_tls
 from vimprof.analyzer.tcp import Connection
-from vimprof.analyzer.timemap import TimeMap
-from vimprof.analyzer.tls import ENCRYPTED, looks_like_tls
 from vimprof.errors import VimprofError
 
 RPC_NOMAD = 0x01

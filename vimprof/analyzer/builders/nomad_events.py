@@ -2,7 +2,7 @@
 
 Used for every allocation of the run's requests.jsonl that the capture gave no timeline for:
 the RPC between client and server was TLS (a production cluster), or nothing was captured.
-The phases approximate the wire model of vimprof/analyzer/nomad_phases.py with the nearest
+The phases approximate the wire model of builders/nomad_phases.py with the nearest
 instant each other source has, and say so in their "source" and "from"/"to":
 
 | phase         | from                                  | to                                       |
@@ -20,6 +20,9 @@ ModifyTime is stamped by the server when it receives the client's Node.UpdateAll
 `client_pickup` and `commit` need the wire and are left out, each with the reason in "issues".
 Instants in ns since the epoch; the pusher, the server and the client may run on three clocks
 (the manifest's "clock" says whether they are one).
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py): requests.jsonl and
+vim-events.jsonl records in (no messages), Nomad timeline dicts out.
 """
 
 from __future__ import annotations

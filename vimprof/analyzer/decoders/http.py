@@ -12,6 +12,9 @@ Gaps (bytes the capture missed): inside a Content-Length body the hole is skippe
 message is marked `complete=False`; anywhere else the message in progress is dropped
 (`dropped` counter) and the parser resyncs on the next start line. Bytes that are not HTTP are
 skipped the same way and counted in `garbage_bytes`. Nothing here raises on bad input.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): byte chunks of a connection in
+(tcp.StreamHandler), `HttpMessage`s out.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vimprof.analyzer.decoders.timemap import TimeMap
+from vimprof.analyzer.decoders.tls import looks_like_tls
 from vimprof.analyzer.tcp import Connection
-from vimprof.analyzer.timemap import TimeMap
-from vimprof.analyzer.tls import looks_like_tls
 
 SECRET_HEADERS = frozenset(
     {

@@ -5,6 +5,9 @@ content type u8 (20 change_cipher_spec, 21 alert, 22 handshake, 23 application_d
 24 heartbeat), legacy version u16 (0x0300-0x0304), length u16 (<= 2^14 + 2048).
 A connection seen from its start opens with a handshake record (ClientHello); one joined
 midway shows application_data records.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): used by the protocol decoders on
+a connection's first bytes.
 """
 
 from __future__ import annotations

@@ -1,18 +1,25 @@
-"""The analyzer pipeline: captures -> TCP streams -> HTTP / Nomad RPC / AMQP -> timelines.jsonl.
+"""The analyzer's entry: composes the stages, captures -> timelines.jsonl.
+
+sources/ (MergedReader) -> tcp.py (TcpReassembler) -> decoders/ (one per VIM connection,
+chosen by decoders/ports.py; a failure contained per connection by _Guarded) ->
+builders/ (MessageRouter) -> enrich.py (Enricher) -> sink.py (TimelineSpool), all
+streaming: each stage hands its output to the next through a callback as it completes.
+Live mode (follow.py) sits on top of this module; nothing here imports it.
 
 `analyze_run(run, extra_captures=(), hooks_offset_ns=0, tolerance_ms=50)` reads
 `run/capture.pcap` (plus extra captures, each optionally with a clock offset, merged by
 time), joins job ids / server ids with `requests.jsonl` (its "run" values go into the
-timelines), merges hooks.jsonl and vim-events.jsonl (analyzer/enrich.py), cross-checks, and
+timelines), merges hooks.jsonl and vim-events.jsonl (enrich.py), cross-checks, and
 rewrites `run/timelines.jsonl` from scratch (derived data). `analyze_capture(path | [(path,
 offset_ns), ...], ...)` returns the timeline dicts (shape: vimprof/phases.py) of Nomad
-allocations ("vim": "nomad", nomad_phases.py) and Nova servers ("vim": "nova",
-nova_phases.py) alike. `decode_capture` gives the decoded messages (tests, debugging);
+allocations ("vim": "nomad", builders/nomad_phases.py) and Nova servers ("vim": "nova",
+builders/nova_phases.py) alike. `decode_capture` gives the decoded messages (tests, debugging);
 `stream_capture` hands them to callbacks as they complete (the analysis itself: memory stays
 bounded by open connections and instances, not by capture size). Each instance's timeline is
 emitted, enriched and written as soon as the instance is finished, its state dropped
-(nomad_phases / nova_phases "Streaming"; `analyze(..., on_timeline=f)`, TimelineSpool); live
-mode (`analyze_run(run, follow=Follower(run))`): analyzer/follow.py.
+(builders/nomad_phases / nova_phases "Streaming"; `analyze(..., on_timeline=f)`,
+sink.TimelineSpool); live mode (`follow.analyze_run_follow(run, Follower(run))`):
+analyzer/follow.py.
 
 Errors: VimprofError when no capture can be read (missing, not pcap/pcapng, a classic pcap
 with a link type vimprof cannot decode); with several captures an unreadable one is a
@@ -25,109 +32,38 @@ connection disables that connection and becomes a warning.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import json
-import os
-import tempfile
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vimprof.analyzer.amqp import AmqpConnection, AmqpMessage, AmqpStats
-from vimprof.analyzer.enrich import DEFAULT_TOLERANCE_MS, Enricher, read_jsonl
-from vimprof.analyzer.http import HttpConnection, HttpMessage
-from vimprof.analyzer.nomad_events import timelines_from_events
-from vimprof.analyzer.nomad_phases import IDLE_NS, NomadTimelines, timeline_key
-from vimprof.analyzer.nomad_rpc import BODY_FIELDS, NomadRpcConnection, RpcMessage, RpcStats
-from vimprof.analyzer.nova_phases import AMQP_PORTS, NovaTimelines
-from vimprof.analyzer.nova_phases import HTTP_PORTS as NOVA_HTTP_PORTS
-from vimprof.analyzer.pcap import CaptureSource, MergedReader
+from vimprof.analyzer.builders.nomad_events import timelines_from_events
+from vimprof.analyzer.builders.nomad_phases import IDLE_NS, timeline_key
+from vimprof.analyzer.builders.router import MessageRouter
+from vimprof.analyzer.decoders.amqp import AmqpConnection, AmqpMessage, AmqpStats
+from vimprof.analyzer.decoders.http import HttpConnection, HttpMessage
+from vimprof.analyzer.decoders.nomad_rpc import (
+    BODY_FIELDS,
+    NomadRpcConnection,
+    RpcMessage,
+    RpcStats,
+)
+from vimprof.analyzer.decoders.ports import AMQP_PORTS, HTTP_PORTS, NOMAD_RPC_PORTS, Ports
+from vimprof.analyzer.decoders.tls import ENCRYPTED
+from vimprof.analyzer.enrich import (
+    DEFAULT_TOLERANCE_MS,
+    MAX_CROSSCHECK_WARNINGS,
+    Enricher,
+    belongs,
+    job_runs_of,
+    read_jsonl,
+)
+from vimprof.analyzer.sink import AnalysisResult, SpoolError, TimelineSpool
+from vimprof.analyzer.sources.merge import CaptureSource, MergedReader
 from vimprof.analyzer.tcp import Connection, StreamHandler, TcpReassembler
-from vimprof.analyzer.tls import ENCRYPTED
 from vimprof.errors import VimprofError
 from vimprof.rundir import CAPTURE, HOOKS, REQUESTS, TIMELINES, VIM_EVENTS, RunDir
-
-NOMAD_HTTP_PORTS = (4646,)
-NOMAD_RPC_PORTS = (4647,)
-HTTP_PORTS = NOMAD_HTTP_PORTS + NOVA_HTTP_PORTS  # Nomad API, nova-api, keystone, glance, ...
-
-
-@dataclass(frozen=True)
-class Ports:
-    """TCP ports decoded as HTTP and as Nomad RPC: the defaults plus a deployment's own
-    (`vimprof analyze --http-port/--rpc-port`, or the campaign's manifest `capture.ports`)."""
-
-    extra_http: tuple[int, ...] = ()
-    extra_rpc: tuple[int, ...] = ()
-
-    @property
-    def http(self) -> tuple[int, ...]:
-        return HTTP_PORTS + tuple(p for p in self.extra_http if p not in HTTP_PORTS)
-
-    @property
-    def nomad_http(self) -> tuple[int, ...]:
-        """The HTTP ports that are Nomad's API (the others are OpenStack's)."""
-        return NOMAD_HTTP_PORTS + tuple(p for p in self.extra_http if p not in HTTP_PORTS)
-
-    @property
-    def rpc(self) -> tuple[int, ...]:
-        return NOMAD_RPC_PORTS + tuple(p for p in self.extra_rpc if p not in NOMAD_RPC_PORTS)
-
-    @classmethod
-    def of_run(cls, run: RunDir, http: Iterable[int] = (), rpc: Iterable[int] = ()) -> Ports:
-        """`http`/`rpc` plus the ports the run's manifest says the campaign captured."""
-        got = ((run.manifest().get("hosts") or {}).get("capture") or {}).get("ports") or {}
-        return cls(tuple(http) + tuple(got.get("http") or ()),
-                   tuple(rpc) + tuple(got.get("rpc") or ()))
-
-
-@dataclass
-class AnalysisResult:
-    """What one analysis produced.
-
-    counts: packets (TCP segments read), records (capture records), connections (on the VIM
-    ports), http_messages, rpc_messages, amqp_messages, timelines, incomplete (timelines with
-    complete=false), tcp_gaps, snapped (segments cut by the snaplen), encrypted_connections,
-    crosscheck_disagreements (failed checks over all timelines); warnings: lines for the
-    user; truncated: the capture ends inside a record; timelines: the records written
-    (read back from `path` on first access, so that the analysis itself holds none).
-    """
-
-    _timelines: list[dict[str, Any]] | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    truncated: bool = False
-    path: Path | None = None
-
-    @property
-    def timelines(self) -> list[dict[str, Any]]:
-        if self._timelines is None:
-            self._timelines = (
-                [json.loads(line)
-                 for line in self.path.read_text(encoding="utf-8").splitlines() if line]
-                if self.path is not None and self.path.is_file() else []
-            )
-        return self._timelines
-
-    def summary(self) -> str:
-        """One line for the terminal, e.g. "4 timelines (1 incomplete) from 519 packets, ..."."""
-        c = self.counts
-        line = (
-            f"{c.get('timelines', 0)} timelines ({c.get('incomplete', 0)} incomplete) from "
-            f"{c.get('packets', 0)} packets, {c.get('connections', 0)} connections, "
-            f"{c.get('http_messages', 0)} HTTP and {c.get('rpc_messages', 0)} RPC messages"
-        )
-        if c.get("amqp_messages"):
-            line += f", {c['amqp_messages']} AMQP messages"
-        if c.get("crosscheck_disagreements"):
-            line += f"; {c['crosscheck_disagreements']} cross-check disagreement(s)"
-        if c.get("foreign_allocations"):
-            line += (f"; {c['foreign_allocations']} instance(s) of other campaigns (jobs, "
-                     "servers) ignored")
-        return line + (" (capture truncated)" if self.truncated else "")
 
 
 @dataclass
@@ -213,7 +149,7 @@ def decode_capture(
     messages (on `amqp_ports`) of a capture, all held in lists (see stream_capture).
 
     `path`: one capture file, or a list of files / (file, clock offset ns) pairs merged by
-    corrected time (pcap.MergedReader). Raises VimprofError if no file can be read.
+    corrected time (sources.merge.MergedReader). Raises VimprofError if no file can be read.
     """
     out = Decoded()
     d = stream_capture(path, out.http.append, out.rpc.append, out.amqp.append,
@@ -361,107 +297,6 @@ def stream_capture(
     return out
 
 
-class _Builders:
-    """Feeds streamed messages to the Nomad and Nova timeline builders as they complete.
-
-    Requests are held only until their response arrives; those unanswered for IDLE_NS of
-    capture time (or at the end) are handed over alone (their reply events are then
-    missing). Each finished timeline goes to `emit` (nomad_phases "Streaming").
-    """
-
-    def __init__(
-        self,
-        emit: Callable[[dict[str, Any]], None],
-        runs: dict[str, Any] | None = None,
-        idle_ns: int = IDLE_NS,
-        nomad_http_ports: Iterable[int] = NOMAD_HTTP_PORTS,
-    ) -> None:
-        self.nomad_http = frozenset(nomad_http_ports)  # the rest of HTTP is OpenStack's
-        self.nomad = NomadTimelines(emit, runs, idle_ns=idle_ns)
-        self.nova = NovaTimelines(emit, runs, idle_ns=idle_ns)
-        self.pending_http: OrderedDict[int, HttpMessage] = OrderedDict()
-        self.pending_rpc: OrderedDict[int, RpcMessage] = OrderedDict()
-        self.idle_ns = idle_ns
-        self.now = 0
-        self._swept = 0
-
-    def http(self, m: HttpMessage) -> None:
-        self._clock(m.t_last_ns)
-        if m.kind == "request":
-            self.pending_http[id(m)] = m
-            return
-        req = m.request
-        if req is None:
-            return
-        self.pending_http.pop(id(req), None)
-        if req.conn[3] in self.nomad_http:
-            self.nomad.add_http(m)
-        else:
-            self.nova.add_http(req, m)
-
-    def rpc(self, m: RpcMessage) -> None:
-        if m.t_last_ns > self.now:  # (_clock does nothing otherwise: saves the call)
-            self._clock(m.t_last_ns)
-        if m.direction == "request":
-            self.pending_rpc[id(m)] = m
-        elif m.request is not None:
-            self.pending_rpc.pop(id(m.request), None)
-        self.nomad.add_rpc(m)
-
-    def amqp(self, m: AmqpMessage) -> None:
-        self._clock(m.t_last_ns)
-        self.nova.add_amqp(m)
-
-    def _clock(self, t: int) -> None:
-        if t > self.now:
-            self.now = t
-            if t - self._swept >= 1_000_000_000:
-                self._swept = t
-                self._expire(t - self.idle_ns)
-                self.nova.tick(t)
-
-    def _expire(self, before_ns: int) -> None:
-        """Hand over the requests unanswered since before `before_ns` alone."""
-        while self.pending_http:
-            req = next(iter(self.pending_http.values()))
-            if req.t_last_ns >= before_ns:
-                break
-            self.pending_http.popitem(last=False)
-            self._http_alone(req)
-        while self.pending_rpc:
-            r = next(iter(self.pending_rpc.values()))
-            if r.t_last_ns >= before_ns:
-                break
-            self.pending_rpc.popitem(last=False)
-            self.nomad.add_rpc_request_only(r)
-
-    def _http_alone(self, req: HttpMessage) -> None:
-        if req.conn[3] in self.nomad_http:
-            self.nomad.add_http_request_only(req)
-        else:
-            self.nova.add_http(req, None)
-
-    def live(self) -> dict[str, int]:
-        """Sizes of the state held (bounded by open work, not by the capture's length)."""
-        return {"pending_http": len(self.pending_http), "pending_rpc": len(self.pending_rpc),
-                **{f"nomad_{k}": v for k, v in self.nomad.live().items()},
-                **{f"nova_{k}": v for k, v in self.nova.live().items()}}
-
-    def finish(self) -> None:
-        """End of capture: hand over the unanswered requests, emit every timeline left."""
-        for req in self.pending_http.values():
-            self._http_alone(req)
-        for r in self.pending_rpc.values():
-            self.nomad.add_rpc_request_only(r)
-        self.pending_http.clear()
-        self.pending_rpc.clear()
-        self.nomad.timelines()
-        self.nova.timelines()
-
-
-MAX_CROSSCHECK_WARNINGS = 100  # lines; the rest are counted (each timeline has its issues)
-
-
 def analyze_capture(
     path: CaptureSource | Iterable[CaptureSource],
     job_runs: dict[str, Any] | None = None,
@@ -529,7 +364,7 @@ def analyze(
                 more[0] += 1
         sink(tl)
 
-    b = _Builders(emit, job_runs, idle_ns, ports.nomad_http)
+    b = MessageRouter(emit, job_runs, idle_ns, ports.nomad_http)
     d = stream_capture(path, b.http, b.rpc, b.amqp, http_ports=ports.http,
                        rpc_ports=ports.rpc, rpc_body_fields=BODY_FIELDS)
     b.finish()
@@ -545,125 +380,12 @@ def analyze(
     return out, d, warnings
 
 
-def _job_runs(requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """job id (Nomad) / server uuid (Nova) -> the pusher's "run" value."""
-    runs: dict[str, Any] = {}
-    for rec in requests:
-        for key in ("job_id", "server_id"):
-            v = rec.get(key)
-            if isinstance(v, str) and v:
-                runs[v] = rec.get("run")
-    return runs
-
-
-def _belongs(timeline: dict[str, Any], job_runs: dict[str, Any]) -> bool:
-    """Whether an allocation is one of this campaign's instances.
-
-    A capture also shows allocations of other jobs in passing (an earlier campaign's last
-    allocation reporting late, other users' jobs): with requests.jsonl only its jobs count;
-    without it, an allocation counts once its job is known from the capture.
-    """
-    if timeline.get("vim") == "nova":
-        return timeline["instance"] in job_runs if job_runs else True
-    job = timeline.get("job")
-    if job_runs:
-        return job in job_runs
-    return bool(job)
-
-
-def write_timelines(path: Path, timelines: Iterable[dict[str, Any]]) -> None:
-    """Write timelines.jsonl from scratch (atomically: a temp file then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in timelines:
-            fh.write(_line(rec))
-    os.replace(tmp, path)
-
-
-def _line(rec: dict[str, Any]) -> str:
-    return json.dumps(rec, separators=(",", ":"), sort_keys=True) + "\n"
-
-
-class SpoolError(VimprofError):
-    """Timelines cannot be written (disk full, permissions): not contained per connection."""
-
-
-class TimelineSpool:
-    """Timelines written one by one to a temporary file beside `path`, then to `path` in
-    timeline_key order (first event, instance) by `commit()`: memory holds one (key,
-    offset, length) per timeline, not the timelines. `filter(tl)` decides what is kept;
-    `counts`: timelines, foreign_allocations (filtered out), incomplete,
-    crosscheck_disagreements.
-    """
-
-    def __init__(self, path: Path, keep: Callable[[dict[str, Any]], bool] | None = None):
-        self.path = path
-        self.keep = keep
-        fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".spool", dir=path.parent)
-        self._spool = Path(name)
-        self._fh = os.fdopen(fd, "wb")
-        self._index: list[tuple[int, str, int, int]] = []
-        self.counts = {"timelines": 0, "foreign_allocations": 0, "incomplete": 0,
-                       "crosscheck_disagreements": 0}
-
-    def add(self, tl: dict[str, Any]) -> None:
-        if self.keep is not None and not self.keep(tl):
-            self.counts["foreign_allocations"] += 1
-            return
-        data = _line(tl).encode("utf-8")
-        try:
-            self._index.append((*timeline_key(tl), self._fh.tell(), len(data)))
-            self._fh.write(data)
-        except OSError as exc:  # disk full, say: a user error, not a decoder's (see _Guarded)
-            raise SpoolError(f"cannot write timelines beside {self.path}: {exc}; free "
-                               "space there and run `vimprof analyze` again") from exc
-        c = self.counts
-        c["timelines"] += 1
-        c["incomplete"] += not tl["complete"]
-        c["crosscheck_disagreements"] += tl.get("crosscheck", {}).get("disagreements", 0)
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """The kept timelines so far, in the order they were added (reads the spool)."""
-        self._fh.flush()
-        with open(self._spool, "rb") as fh:
-            for _t, _i, off, n in sorted(self._index, key=lambda x: x[2]):
-                fh.seek(off)
-                yield json.loads(fh.read(n))
-
-    def commit(self) -> None:
-        """Write `path` (atomically) in timeline_key order and remove the spool."""
-        self._fh.close()
-        self._index.sort()
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp",
-                                   dir=self.path.parent)
-        try:
-            with open(self._spool, "rb") as src, os.fdopen(fd, "wb") as out:
-                for _t, _i, off, n in self._index:
-                    src.seek(off)
-                    out.write(src.read(n))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise SpoolError(f"cannot write {self.path}: {exc}; free space there and run "
-                             "`vimprof analyze` again") from exc
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        if not self._fh.closed:
-            with contextlib.suppress(OSError):  # unflushable on a full disk: dropped anyway
-                self._fh.close()
-        self._spool.unlink(missing_ok=True)
-
-
 def analyze_run(
     run: RunDir,
     extra_captures: Iterable[CaptureSource] = (),
     *,
     hooks_offset_ns: int = 0,
     tolerance_ms: float = DEFAULT_TOLERANCE_MS,
-    follow: Any = None,
     ports: Ports | None = None,
 ) -> AnalysisResult:
     """Analyze `run`'s capture and rewrite its timelines.jsonl; see the module docstring.
@@ -672,16 +394,11 @@ def analyze_run(
     run/capture.pcap, e.g. one recorded on the client host. hooks.jsonl, vim-events.jsonl
     and requests.jsonl of the run are merged and cross-checked when present. Streaming:
     timelines go to disk as instances finish (TimelineSpool), memory stays flat in capture
-    size. `follow`: a follow.Follower (live mode, `vimprof analyze --follow`): the capture
-    is read while it grows; see vimprof/analyzer/follow.py. `ports`: HTTP and RPC ports
-    besides the defaults (default: those in the run's manifest).
+    size. `ports`: HTTP and RPC ports besides the defaults (default: those in the run's
+    manifest). Live mode (the capture read while it grows, `vimprof analyze --follow`) is
+    follow.analyze_run_follow.
     """
     ports = ports or Ports.of_run(run)
-    if follow is not None:
-        from vimprof.analyzer.follow import analyze_run_follow
-
-        return analyze_run_follow(run, follow, extra_captures, hooks_offset_ns=hooks_offset_ns,
-                                  tolerance_ms=tolerance_ms, ports=ports)
     cap = run.file(CAPTURE)
     extra = list(extra_captures)
     if not cap.is_file() and not extra and not _has_event_stream(run):
@@ -721,10 +438,10 @@ def analyze_sources(
     requests, bad_req = read_jsonl(run.file(REQUESTS)) if enrich else ([], 0)
     hooks, bad_hooks = read_jsonl(run.file(HOOKS)) if enrich else ([], 0)
     vim_events, bad_ev = read_jsonl(run.file(VIM_EVENTS)) if enrich else ([], 0)
-    job_runs = _job_runs(requests)
+    job_runs = job_runs_of(requests)
     out = run.file(TIMELINES)
     own = spool is None
-    spool = spool or TimelineSpool(out, lambda t: _belongs(t, job_runs))
+    spool = spool or TimelineSpool(out, lambda t: belongs(t, job_runs))
 
     wired: set[str] = set()  # instances the capture gave a timeline for
 

@@ -44,6 +44,9 @@ Capture time is the latest message time seen.
 
 Event attrs carry only ids, method names, statuses and paths (query strings dropped), never
 bodies or headers, so no credential reaches a timeline.
+
+Analyzer stage 4, builders (vimprof/analyzer/__init__.py): HttpMessage / RpcMessage in
+(through builders/router.py), Nomad timeline dicts out, to the pipeline's enrichment.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vimprof.analyzer.http import HttpMessage
-from vimprof.analyzer.nomad_rpc import RpcMessage
+from vimprof.analyzer.decoders.http import HttpMessage
+from vimprof.analyzer.decoders.nomad_rpc import RpcMessage
 from vimprof.phases import NOMAD
 
 SOURCE = "capture"

@@ -23,6 +23,9 @@ size is known), never decoded. TLS (5671, or TLS on 5672) is detected and the co
 skipped ("encrypted: cannot decode, use hooks or VIM events"). After a gap or bytes that are
 not frames, the decoder drops the message in flight on that direction and resyncs on a chain
 of plausible frames; nothing raises on bad input.
+
+Analyzer stage 3, decoders (vimprof/analyzer/__init__.py): byte chunks of a connection in
+(tcp.StreamHandler), `AmqpMessage`s out.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vimprof.analyzer.decoders.timemap import TimeMap
+from vimprof.analyzer.decoders.tls import ENCRYPTED, looks_like_tls
 from vimprof.analyzer.tcp import Connection
-from vimprof.analyzer.timemap import TimeMap
-from vimprof.analyzer.tls import ENCRYPTED, looks_like_tls
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
