@@ -17,6 +17,7 @@ import pytest
 from vimprof.lab import nomad as lab
 from vimprof.phases import NOMAD
 from vimprof.pushers.nomad import NomadPusher
+from vimprof.schema import assert_valid
 
 pytestmark = pytest.mark.lab
 
@@ -63,6 +64,7 @@ def test_capture_twice_then_compare(nomad_lab, tmp_path):
             assert req["t_submit_ns"] <= total["start_ns"] <= req["t_registered_ns"]
             assert total["end_ns"] <= req["t_running_ns"]
             assert t["run"] == req["run"] and t["job"] == req["job_id"]
+        assert_valid(run)  # every file against vimprof/schemas (docs/run-directory.md)
 
     res = vimprof("compare", "m128", "m256", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

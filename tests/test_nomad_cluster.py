@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from vimprof.lab import nomad_cluster
+from vimprof.schema import assert_valid
 
 pytestmark = pytest.mark.lab
 
@@ -104,6 +105,7 @@ def test_campaign_through_acl_and_tls(cluster, tmp_path):
     assert set(summary["labels"][0]["not_measured"]) == WIRE_ONLY
     assert "commit not measured" in (tmp_path / "rep" / "report.md").read_text()
     assert vimprof_jobs(cluster) == []
+    assert_valid(rd)  # every file against vimprof/schemas (docs/run-directory.md)
 
 
 def test_users_own_hcl_jobspec(cluster, tmp_path):

@@ -311,6 +311,26 @@ def plot(runs: tuple[str, ...], out: Path | None, runs_dir: Path) -> None:
         console.print(f"chart: {out / name}")
 
 
+@cli.command()
+@click.argument("runs", nargs=-1, required=True)
+@runs_dir_option
+def validate(runs: tuple[str, ...], runs_dir: Path) -> None:
+    """Check the files of run directories RUNS (paths or labels; or a report's summary.json)
+    against vimprof's JSON Schemas (vimprof/schemas, docs/run-directory.md).
+
+    Prints each problem as FILE:LINE: message (at /json/pointer) and one summary line per
+    run; exits 1 if any file is invalid. A torn last line (a campaign killed mid-write) is a
+    warning; a run directory of a newer schema version than this vimprof reads is an error.
+    """
+    from vimprof import schema
+
+    lines, ok = schema.validate_refs(runs, runs_dir)
+    for line in lines:
+        click.echo(line)
+    if not ok:
+        sys.exit(1)
+
+
 @cli.group()
 def lab() -> None:
     """Bring up, inspect or tear down a real VIM on this machine."""

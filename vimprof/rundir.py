@@ -4,8 +4,12 @@
       manifest.json      vimprof version, campaign, VIM versions, hosts, start/end
       requests.jsonl     one line per instantiation request (client-side times, outcome)
       capture.pcap       traffic seen at the capture point
-      vim-events.jsonl   the VIM's own events (Nomad allocation/task events)
+      hooks.jsonl        driver timestamp hooks, floor probes
+      vim-events.jsonl   the VIM's own events (Nomad allocation/task events, Nova actions)
       timelines.jsonl    analyzer output, one record per instance
+
+manifest.json's "schema" ("vimprof-run/1") versions the whole directory; the shapes are the
+JSON Schemas of vimprof/schemas/ (vimprof/schema.py, docs/run-directory.md).
 
 JSON lines are append-only and flushed per record, so a campaign killed halfway leaves a
 readable directory. Instants are integer ns since the Unix epoch (UTC); durations are ms.
@@ -29,6 +33,10 @@ CAPTURE = "capture.pcap"
 VIM_EVENTS = "vim-events.jsonl"
 HOOKS = "hooks.jsonl"
 TIMELINES = "timelines.jsonl"
+
+# The run directory's schema version, written to manifest.json as "schema" by every campaign
+# and importer (vimprof/schema.py, docs/run-directory.md). JSON-lines records carry none.
+SCHEMA_VERSION = "vimprof-run/1"
 
 DEFAULT_RUNS_ROOT = Path("runs")
 

@@ -16,6 +16,7 @@ import pytest
 from vimprof.errors import VimprofError
 from vimprof.lab import nova as lab
 from vimprof.pushers.nova import NovaPusher, NovaRunRecord, ServerSpec
+from vimprof.schema import assert_valid
 
 pytestmark = pytest.mark.lab
 
@@ -149,6 +150,7 @@ def test_capture_stock_and_tuned_then_compare(nova_lab, conn, tmp_path):
         pcap = (run / "capture.pcap").read_bytes()
         assert len(pcap) > 10_000 and pcap[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
         assert len(lines(run / "timelines.jsonl")) == 3
+        assert_valid(run)  # every file against vimprof/schemas (docs/run-directory.md)
     res = vimprof("compare", "stock", "tuned", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "spawn" in res.stdout and "total" in res.stdout

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from vimprof import rundir
 from vimprof.lab import nomad_xen, xen
+from vimprof.schema import assert_valid
 
 TOLERANCE_NS = 60_000_000  # dom0's clock is stepped onto the host's to within ~10-20 ms
 
@@ -119,6 +120,7 @@ def test_campaign_through_nomad_on_xen(xen_lab, nomad_lab, tmp_path, console, dr
     assert manifest["xen"]["leaked_domains"] == [] and manifest["xen"]["watcher_error"] is None
     assert all(abs(c["offset_ms"]) < 1000 for c in manifest["xen"]["dom0_clock"])
     assert nomad_xen.domains() == []  # xl destroy through the plugin; nothing left
+    assert_valid(run)  # every file against vimprof/schemas (docs/run-directory.md)
 
 
 def test_missing_kernel_fails_the_run_with_the_drivers_message(xen_lab, nomad_lab):

@@ -4,7 +4,8 @@ A campaign (docs/architecture.md) runs instantiations through one VIM's pusher a
 into a run directory. What does not depend on the VIM lives here:
 - leftovers of earlier campaigns on the same target are deleted first, and counted in the
   terminal and the manifest (`leftovers_purged`);
-- the manifest gets the vimprof version, the start instant and the campaign's pid at the start
+- the manifest gets the run directory's schema version ("schema": "vimprof-run/1", see
+  vimprof/schema.py), the vimprof version, the start instant and the campaign's pid at the start
   (`vimprof analyze --follow` watches both), the end instant, failures, tcpdump's counts and
   `interrupted` / `interrupt_signal` at the end;
 - runs go one after another under a progress bar; each VIM module supplies one run's body;
@@ -65,9 +66,10 @@ RunBody = Callable[[int, Outputs], tuple[bool, str]]
 
 
 def start(run: RunDir, **manifest: Any) -> None:
-    """Write the campaign's manifest: `manifest` plus version, start instant and pid."""
-    run.update_manifest(vimprof_version=vimprof.__version__, **manifest, start_ns=now_ns(),
-                        pid=os.getpid())
+    """Write the campaign's manifest: `manifest` plus the run directory's schema version,
+    vimprof's version, the start instant and the pid."""
+    run.update_manifest(schema=rundir.SCHEMA_VERSION, vimprof_version=vimprof.__version__,
+                        **manifest, start_ns=now_ns(), pid=os.getpid())
 
 
 def run_sequential(run: RunDir, console: Console, label: str, runs: int, body: RunBody, *,

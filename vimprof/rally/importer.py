@@ -7,8 +7,9 @@ Reads the report of `rally task report --json` (format 1.x: {"info": {...}, "tas
 "output": {"complete": [{"title": "vimprof", "chart_plugin": "Table", ...}]}}) and writes,
 with run = the iteration's index in start order:
 
-    manifest.json     "source": "rally", campaign (runs, concurrency, poll_ms, warmup_runs ...),
-                      vim {"name": "nova"}, rally {version, task and workload uuids, scenario}
+    manifest.json     "schema": "vimprof-run/1", "source": "rally", campaign (runs,
+                      concurrency, poll_ms, warmup_runs ...), vim {"name": "nova"},
+                      rally {version, task and workload uuids, scenario}
     requests.jsonl    one line per iteration, the Nova pusher's keys (t_submit_ns, t_active_ns,
                       ..., api_ms, active_ms, delete_ms, ok, error, fault, request ids)
     timelines.jsonl   one record per iteration ("vim": "nova", vimprof/phases.py shape), phases
@@ -266,7 +267,8 @@ def import_report(report_path: Path, label: str, runs_dir: Path = rundir.DEFAULT
     info = report.get("info") or {}
     poll = args.get("poll_interval")
     run.update_manifest(
-        vimprof_version=vimprof.__version__, label=label, source="rally",
+        schema=rundir.SCHEMA_VERSION, vimprof_version=vimprof.__version__, label=label,
+        source="rally",
         campaign={"id": task.get("uuid"), "runs": len(iterations),
                   "mode": f"rally {runner_type}", "concurrency": runner.get("concurrency"),
                   "variant": None, "poll_ms": poll * 1000.0 if isinstance(poll, (int, float))
