@@ -86,7 +86,8 @@ def test_timelines_analyzed_from_committed_captures_are_valid(tmp_path):
     """The wire timelines of both VIMs (Nomad with cross-checks against vim-events, Nova from
     the committed OpenStack captures) as `vimprof analyze` writes them."""
     from vimprof.analyzer import analyze_run
-    from vimprof.analyzer.analyze import analyze, write_timelines
+    from vimprof.analyzer.pipeline import analyze
+    from vimprof.analyzer.sink import write_timelines
 
     for name in ("nomad-lab-3runs", "nomad163-lab-3runs"):
         run = RunDir(_copy(DATA / name, tmp_path, name))
@@ -240,7 +241,7 @@ def test_vim_event_records_of_every_writer_validate():
 
 
 def test_timelines_without_the_wire_validate():
-    from vimprof.analyzer.nomad_events import timelines_from_events
+    from vimprof.analyzer.builders.nomad_events import timelines_from_events
 
     req = {"vim": "nomad", "alloc_id": "a", "job_id": "j", "run": 0, "t_submit_ns": 1,
            "t_registered_ns": 2, "t_stop_ns": 9}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from vimprof.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(run, runs_dir=None):

@@ -86,9 +86,9 @@ def manifest_version(manifest: dict[str, Any], where: str = "manifest.json") -> 
 
 
 def _vimprof_version() -> str:
-    import vimprof
+    from vimprof.version import __version__
 
-    return vimprof.__version__
+    return __version__
 
 
 def check_readable(run: rundir.RunDir) -> int:
