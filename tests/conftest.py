@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import fcntl
-import os
-import shutil
 
 import pytest
+from labtools import lab_unavailable
 
 # One Nomad lab per machine: concurrent pytest sessions (CI plus a developer) take turns.
 LAB_LOCK = "/tmp/vimprof-nomad-lab.lock"
-
-
-def lab_unavailable() -> str | None:
-    """Why the real lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the Nomad lab needs root (network namespaces)"
-    for tool in ("ip", "tcpdump", "qemu-system-x86_64"):
-        if shutil.which(tool) is None:
-            return f"{tool} is missing: run scripts/setup"
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ FROM_EVENTS = {"api", "scheduling", "task_start", "notification", "instantiation
 
 @pytest.fixture(scope="module")
 def cluster(lab_lock):
-    from conftest import lab_unavailable
+    from labtools import lab_unavailable
 
     reason = lab_unavailable()
     if reason:

@@ -54,7 +54,8 @@ def cli() -> None:
 @click.option("--rpc-port", "rpc_ports", type=int, multiple=True, metavar="PORT",
               help="With --nomad-addr: the cluster's RPC port if not 4647. Repeatable.")
 @click.option("--ca-cert", metavar="PEM", help="CA of the cluster's TLS [env NOMAD_CACERT].")
-@click.option("--client-cert", metavar="PEM", help="TLS client certificate [env NOMAD_CLIENT_CERT].")
+@click.option("--client-cert", metavar="PEM",
+              help="TLS client certificate [env NOMAD_CLIENT_CERT].")
 @click.option("--client-key", metavar="PEM", help="Its key [env NOMAD_CLIENT_KEY].")
 @click.option("--tls-server-name", metavar="NAME",
               help="Name the server certificate is checked against [env NOMAD_TLS_SERVER_NAME].")

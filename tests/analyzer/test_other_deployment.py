@@ -53,7 +53,7 @@ consul {{
 
 @pytest.fixture(scope="module")
 def loopback_cluster(lab_lock, tmp_path_factory):
-    from conftest import lab_unavailable
+    from labtools import lab_unavailable
 
     reason = lab_unavailable()
     if reason:

@@ -52,11 +52,10 @@ def test_second_signal_during_cleanup_names_it_and_does_not_raise(handlers, caps
 
 def test_shielded_block_finishes_then_raises(handlers):
     steps = []
-    with pytest.raises(interrupts.Interrupted):
-        with interrupts.shielded():
-            os.kill(os.getpid(), signal.SIGHUP)
-            signal.sigtimedwait([], 0)
-            steps.append("manifest written")
+    with pytest.raises(interrupts.Interrupted), interrupts.shielded():
+        os.kill(os.getpid(), signal.SIGHUP)
+        signal.sigtimedwait([], 0)
+        steps.append("manifest written")
     assert steps == ["manifest written"]
     assert interrupts.received() == "SIGHUP"
 

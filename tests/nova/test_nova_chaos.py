@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from chaos import (
     SIGNALS,
     assert_analyzes,
@@ -17,6 +16,7 @@ from chaos import (
     vimprof,
     wait_until,
 )
+
 from vimprof.lab import nova as lab
 from vimprof.pushers.nova import NovaPusher
 

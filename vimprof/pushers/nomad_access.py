@@ -188,7 +188,6 @@ def preflight(access: ClusterAccess, job: dict[str, Any]) -> Preflight:
     Raises VimprofError with one line saying what is wrong and what to do.
     """
     call = reachable(access)
-    base = access.addr
     acl, token_name, expires_ns = _token(call, access)
     version = datacenter = None
     agent = call("GET", "/v1/agent/self")

@@ -85,9 +85,9 @@ def _parse_hcl(text: str, path: Path, access: ClusterAccess) -> dict[str, Any]:
 def _check_groups(job: dict[str, Any], path: Path, group: str | None) -> str | None:
     kind = job.get("Type") or "service"
     if kind not in ONE_INSTANCE_TYPES:
+        kinds = " or ".join(ONE_INSTANCE_TYPES)
         raise VimprofError(f"{path} is a {kind} job (one allocation per node): vimprof "
-                           f"measures one allocation per run; use a {' or '.join(ONE_INSTANCE_TYPES)}"
-                           " job")
+                           f"measures one allocation per run; use a {kinds} job")
     groups = {g.get("Name"): g.get("Count", 1) for g in job.get("TaskGroups") or []}
     if not groups:
         raise VimprofError(f"{path} has no task group")
