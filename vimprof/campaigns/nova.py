@@ -5,7 +5,8 @@ On the engine of vimprof.campaigns.engine, like vimprof.campaigns.nomad: the pus
 records the OpenStack traffic in the lab's namespace (capture.pcap: nova-api 8774, keystone
 5000, glance 9292, placement 8778, neutron 9696, AMQP 5672; MariaDB is left out), Nova's
 instance actions go to vim-events.jsonl, and the hook lines vimprof's Nova driver appends to
-its hooks file are collected for the campaign's own servers into hooks.jsonl. manifest.json records versions, the variant and the capture point.
+its hooks file are collected for the campaign's own servers into hooks.jsonl. manifest.json
+records versions, the variant and the capture point.
 
 Variants: "stock" boots the raw root image with kernel_id (Nova's own spawn path, timed by the
 driver's hooks); "tuned" boots the diskless image (vimprof_diskless=true) through vimprof's
