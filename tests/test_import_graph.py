@@ -226,3 +226,32 @@ def test_analyzer_imports_point_down_the_stream() -> None:
                 if s is not None and t is not None and t > s:
                     wrong.append(f"{mod} ({STAGES[s][0]}) imports {d} ({STAGES[t][0]})")
     assert not wrong, "analyzer imports against the stream:\n  " + "\n  ".join(wrong)
+
+
+# Labs and drivers meet only here (docs/architecture.md, "Rooms"): a lab installs the driver kit
+# it runs, and a driver's floor probe runs the guest the way the lab does.
+LAB_TO_DRIVERS = {"vimprof.drivers.nova.install"}
+DRIVERS_TO_LAB = {"vimprof.lab.accel", "vimprof.lab.xen"}
+
+
+def test_labs_and_drivers_meet_only_through_the_named_interface() -> None:
+    graph = import_graph()
+    crossings = set()
+    for mod, deps in graph.items():
+        for dep in deps:
+            if mod.startswith("vimprof.lab.") and dep.startswith("vimprof.drivers"):
+                if dep not in LAB_TO_DRIVERS:
+                    crossings.add((mod, dep))
+            if mod.startswith("vimprof.drivers") and dep.startswith("vimprof.lab"):
+                if dep not in DRIVERS_TO_LAB:
+                    crossings.add((mod, dep))
+    assert not crossings, sorted(crossings)
+
+
+def test_only_campaigns_and_the_cli_reach_up_into_campaigns() -> None:
+    """Pushers, labs, drivers, the analyzer and the reports never import a campaign."""
+    graph = import_graph()
+    up = sorted((m, d) for m, deps in graph.items() for d in deps
+                if d.startswith("vimprof.campaigns")
+                and not m.startswith(("vimprof.campaigns", "vimprof.cli")))
+    assert not up, up

@@ -143,7 +143,7 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                           target.capture_filter, netns=target.capture_netns).start()
     xlrun = None
     if xl:  # Nomad on Xen: XenStore watcher, dom0 clock, direct-xl floor, leak check
-        from vimprof.lab.nomad_xen import XLCampaign
+        from vimprof.campaigns.xl import XLCampaign
 
         xlrun = XLCampaign(target.xenstored_socket)
     allocs: set[str] = set()
