@@ -3,7 +3,9 @@
 `run_open_loop(process, fire, sink, ...)` runs one campaign's requests:
 - open loop (rate, poisson, burst, ramps: vimprof.campaigns.arrivals): a scheduler thread sends
   each request at its intended instant whether or not earlier ones have finished, on a thread
-  pool of at most `max_in_flight` workers;
+  pool of at most `max_in_flight` workers. It hands each request to a worker LEAD_NS (2 ms)
+  ahead and the worker sleeps until the instant itself, so the hand-over between threads is
+  off the send's critical path (the requests of a burst start together, not one by one);
 - closed loop (closed:C, sequential = closed:1): C client threads, each sending its next request
   as soon as its previous one returned.
 
@@ -15,7 +17,7 @@ one thread (the caller writes requests.jsonl lines there without a lock):
   instant its client became free;
 - `t_sent_ns`: the instant `fire` started (epoch ns);
 - `send_lag_ms`: t_sent - t_intended in ms;
-- `in_flight`: requests in flight when it was sent, itself included.
+- `in_flight`: requests in flight when it was handed to its worker, itself included.
 Both instants come from the monotonic clock anchored to the wall clock once at the start, so a
 clock step during the campaign changes no lag.
 
@@ -27,13 +29,14 @@ makes the lag visible instead of hidden.
 
 Stopping: no new request is sent once the run count (`max_runs`), the duration
 (`max_duration_s`, on intended instants) or the schedule's end is reached, once a request is due
-while `max_in_flight` are in flight (stopped_reason "max-in-flight": the VIM falls behind),
-on KeyboardInterrupt in the main thread (vimprof.interrupts.Interrupted included:
-"interrupted"), or when `fire` or `sink` raises ("fire-error", "sink-error"; "engine-error":
-a thread could not start). In every case the
-requests in flight run to completion (their own clean-up deletes their instances; they are never
-abandoned), their records reach the sink, and a `Summary` is returned: the caller decides to
-re-raise KeyboardInterrupt after writing its manifest, as engine.run_sequential does.
+(LEAD_NS ahead) while `max_in_flight` are in flight (stopped_reason "max-in-flight": the VIM
+falls behind), on KeyboardInterrupt in the main thread (vimprof.interrupts.Interrupted
+included: "interrupted"), or when `fire` or `sink` raises ("fire-error", "sink-error";
+"engine-error": a thread could not start). A request handed over but not yet at its instant
+when the campaign is interrupted or fails is not sent. In every case the requests in flight run
+to completion (their own clean-up deletes their instances; they are never abandoned), their
+records reach the sink, and a `Summary` is returned: the caller decides to re-raise
+KeyboardInterrupt after writing its manifest, as engine.run_sequential does.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ Sink = Callable[[dict[str, Any]], None]
 STOP_REASONS = ("max-runs", "max-duration", "schedule-end", "max-in-flight", "interrupted",
                 "fire-error", "sink-error", "engine-error")
 HEADROOM = 0.5  # share of the calibrated dispatch capacity a campaign may ask for
+LEAD_NS = 2_000_000  # an open-loop request goes to its worker this long before its instant
+_ABORTS = ("interrupted", "fire-error", "sink-error", "engine-error")  # a waiting worker skips
+_NAP_S = 0.05  # longest single sleep of the scheduler (s): how soon it sees a stop
 _LAG_WINDOW = 5000  # the progress hook's p99 is over the last this many sends
 _WAKE_S = 0.05  # the calling thread looks for a signal at least this often (s): a process-
 # directed signal may land on another thread, which does not wake this thread's wait
@@ -180,8 +186,17 @@ def run_open_loop(process: ArrivalProcess, fire: Fire, sink: Sink, *, max_in_fli
     st = _State(max_in_flight, t0_wall, t0_mono)
     lost = [0]
 
-    def one(i: int, intended: int, in_flight: int) -> None:
-        """Request i on this thread: fire, stamp, hand to the sink."""
+    def one(i: int, intended: int, in_flight: int, early: bool = False) -> None:
+        """Request i on this thread: fire, stamp, hand to the sink. `early`: handed over
+        ahead of its instant (LEAD_NS), it sleeps until then, and is not sent when the
+        campaign was interrupted or failed meanwhile."""
+        if early:
+            _sleep_until(intended)
+            if st.reason in _ABORTS:
+                with st.lock:
+                    st.in_flight -= 1
+                    st.sent -= 1
+                return
         sent = time.monotonic_ns()
         st.actual.append(sent)  # appends are atomic; read for statistics only at the end
         st.intended.append(intended)
@@ -228,8 +243,7 @@ def run_open_loop(process: ArrivalProcess, fire: Fire, sink: Sink, *, max_in_fli
                     st.halt("max-duration")
                     break
                 due = t0_mono + off
-                while (wait := due - time.monotonic_ns()) > 0 and not st.stop.is_set():
-                    st.stop.wait(wait / 1e9)
+                _sleep_until(due - LEAD_NS, st.stop)
                 if st.stop.is_set():
                     break
                 n = claim()
@@ -237,7 +251,7 @@ def run_open_loop(process: ArrivalProcess, fire: Fire, sink: Sink, *, max_in_fli
                     st.halt("max-in-flight")
                     break
                 try:
-                    pool.submit(one, k, due, n)
+                    pool.submit(one, k, due, n, True)
                 except BaseException:
                     with st.lock:  # not sent after all (no thread could start)
                         st.in_flight -= 1
@@ -314,6 +328,18 @@ def run_open_loop(process: ArrivalProcess, fire: Fire, sink: Sink, *, max_in_fli
     _wait_for(sink_thread, finished, st, on_progress, progress_interval_s)
 
     return _summary(process, st, lost[0])
+
+
+def _sleep_until(mono_ns: int, stop: threading.Event | None = None) -> None:
+    """Sleep until the monotonic instant `mono_ns` (time.sleep: its wake-up is tighter than a
+    timed Event.wait's on Linux), in naps of at most _NAP_S s when `stop` can cut it short."""
+    while (wait := mono_ns - time.monotonic_ns()) > 0:
+        if stop is None:
+            time.sleep(wait / 1e9)
+        elif stop.is_set():
+            return
+        else:
+            time.sleep(min(wait / 1e9, _NAP_S))
 
 
 def _progress(st: _State) -> Progress:
