@@ -239,12 +239,10 @@ def test_labs_and_drivers_meet_only_through_the_named_interface() -> None:
     crossings = set()
     for mod, deps in graph.items():
         for dep in deps:
-            if mod.startswith("vimprof.lab.") and dep.startswith("vimprof.drivers"):
-                if dep not in LAB_TO_DRIVERS:
-                    crossings.add((mod, dep))
-            if mod.startswith("vimprof.drivers") and dep.startswith("vimprof.lab"):
-                if dep not in DRIVERS_TO_LAB:
-                    crossings.add((mod, dep))
+            lab_up = mod.startswith("vimprof.lab.") and dep.startswith("vimprof.drivers")
+            drivers_up = mod.startswith("vimprof.drivers") and dep.startswith("vimprof.lab")
+            if (lab_up and dep not in LAB_TO_DRIVERS) or (drivers_up and dep not in DRIVERS_TO_LAB):
+                crossings.add((mod, dep))
     assert not crossings, sorted(crossings)
 
 
