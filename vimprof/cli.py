@@ -78,6 +78,17 @@ def cli() -> None:
                    "the Xen lab's dom0 (brought up with the Nomad lab), PV guests via xl.")
 @click.option("--warmup", "warmup_runs", type=click.IntRange(min=0), default=0,
               show_default=True, help="First runs declared warm-up: recorded, left out of reports.")
+@click.option("--arrival", default="sequential", show_default=True, metavar="SPEC",
+              help="Nomad: how requests arrive: sequential, closed:C (C clients, each waits "
+                   "for its instance), rate:R or poisson:R (open loop, R requests/s, sent on "
+                   "schedule whether or not earlier ones finished), burst:N@T, ramps "
+                   "rate:1..20/60s, poisson:1..20/60s.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Open/closed loop: stop cleanly, keeping what was measured, when more "
+                   "instances are in flight (the VIM falls behind).")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0.1), default=None,
+              metavar="S", help="Open/closed loop: stop sending after S seconds (beside --runs).")
+@click.option("--seed", type=int, default=None, help="Seed of Poisson arrivals (recorded).")
 @click.option("--floor/--no-floor", default=None,
               help="After each run, boot the guest directly (no VIM) as the spawn floor "
                    "[default: on with the xen driver].")
@@ -106,14 +117,23 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             token: str | None = None, ca_cert: str | None = None,
             client_cert: str | None = None, client_key: str | None = None,
             tls_server_name: str | None = None, http_ports: tuple[int, ...] = (),
-            rpc_ports: tuple[int, ...] = ()) -> None:
+            rpc_ports: tuple[int, ...] = (), arrival: str = "sequential",
+            max_in_flight: int = 16, duration_s: float | None = None,
+            seed: int | None = None) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
     if memory_mb is None:
         memory_mb = 32 if backend == "xl" else 128
     if backend == "qemu" and memory_mb < 128:
         raise VimprofError("--memory-mb must be at least 128 for QEMU guests")
+    if arrival != "sequential":  # a bad spec is one line before any lab comes up
+        from vimprof.campaigns import arrivals
+
+        arrivals.parse(arrival, seed=seed)
     if vim == "nova":
         from vimprof.campaigns import nova as campaign_nova
+
+        if arrival != "sequential":
+            raise VimprofError("--arrival other than sequential is for Nomad campaigns for now")
 
         if live:
             raise VimprofError("--live is for Nomad campaigns; beside a Nova campaign run "
@@ -153,13 +173,18 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     if warmup_runs >= runs:
         raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
     run = rundir.RunDir.create(label, runs_dir, force=force)
+    sequential = arrival == "sequential"
     spec = campaign.CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s,
                                  driver=driver, warmup_runs=warmup_runs,
-                                 floor=driver != "qemu" if floor is None else floor)
+                                 floor=(driver != "qemu" and sequential) if floor is None
+                                 else floor,
+                                 arrival=arrival, max_in_flight=max_in_flight,
+                                 duration_s=duration_s, seed=seed)
     what = (f"job {target.job.source}" if target.job else
             f"{driver} driver, {target.accelerator}, {memory_mb} MB")
     console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad "
-                  f"({target.nomad_variant}) at {target.nomad_addr} ({what})")
+                  f"({target.nomad_variant}) at {target.nomad_addr} ({what})"
+                  + ("" if sequential else f", arrivals {arrival}"))
     live_analysis = None
     if live and target.capture_iface:
         from vimprof.analyzer.follow import Follower, LiveAnalysis, describe

@@ -121,3 +121,78 @@ def run_sequential(run: RunDir, console: Console, label: str, runs: int, body: R
         console.print(f"[yellow]interrupted ({sig}): {what}; partial run kept in {run.path}")
         raise KeyboardInterrupt
     return failures
+
+
+# One finished request's record (from the pusher, in a worker thread) -> written into the
+# outputs by the sink thread; returns (ok, the progress line's last outcome).
+Write = Callable[[dict[str, Any], Outputs], tuple[bool, str]]
+
+
+def run_arrivals(run: RunDir, console: Console, label: str, process: Any,
+                 fire: Callable[[int, int], dict[str, Any]], write: Write, *,
+                 capture: Capture | None, what: str, max_in_flight: int, max_runs: int,
+                 max_duration_s: float | None = None,
+                 finish: Callable[[Outputs], None] | None = None,
+                 end_fields: Callable[[], dict[str, Any]] | None = None) -> int:
+    """Run requests per arrival `process` (vimprof.campaigns.arrivals) through the open-loop
+    engine (vimprof.campaigns.openloop): `fire(i, intended_ns)` performs run i on a worker
+    thread and returns its record; `write(record, outputs)` files it (one thread). Returns
+    the number of failed runs. The manifest's end gets `load` (the engine's summary: offered
+    and achieved rate in requests/s, send lag in ms, stop reason) beside what run_sequential
+    writes. KeyboardInterrupt after the clean-up when a signal stopped it: in-flight requests
+    finish (and delete their instances) first.
+    """
+    from vimprof.campaigns.openloop import run_open_loop
+
+    failures = 0
+    interrupted = False
+    summary = None
+    try:
+        with run.writer(rundir.REQUESTS) as requests_out, \
+                run.writer(rundir.VIM_EVENTS) as events_out, \
+                run.writer(rundir.HOOKS) as hooks_out, \
+                progress_bar(console) as progress:
+            out = Outputs(requests_out, events_out, hooks_out)
+            task = progress.add_task(label, total=max_runs, last="")
+
+            def sink(rec: dict[str, Any]) -> None:
+                nonlocal failures
+                ok, last = write(rec, out)
+                failures += not ok
+                progress.update(task, advance=1, last=last)
+
+            def on_progress(p: Any) -> None:
+                lag = "-" if p.lag_p99_ms is None else f"{p.lag_p99_ms:.1f}"
+                progress.update(task, last=f"in flight {p.in_flight}, send lag p99 {lag} ms")
+
+            try:
+                summary = run_open_loop(process, fire, sink, max_in_flight=max_in_flight,
+                                        max_runs=max_runs, max_duration_s=max_duration_s,
+                                        on_progress=on_progress)
+            finally:
+                if finish is not None:
+                    with interrupts.cleaning("collecting the last hook and event records"):
+                        finish(out)
+        interrupted = summary.interrupted
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        with interrupts.shielded(), interrupts.cleaning("closing the capture and the manifest"):
+            if capture:
+                capture.stop()
+            extra = end_fields() if end_fields else {}
+            run.update_manifest(end_ns=now_ns(), interrupted=interrupted,
+                                interrupt_signal=interrupts.received() if interrupted else None,
+                                failures=failures,
+                                capture_stats=capture.stats if capture else None,
+                                load=summary.as_manifest() if summary else None, **extra)
+    if interrupted:
+        sig = interrupts.received() or "SIGINT"
+        console.print(f"[yellow]interrupted ({sig}): {what}; partial run kept in {run.path}")
+        raise KeyboardInterrupt
+    if summary.stopped_reason == "max-in-flight":
+        console.print(f"[yellow]stopped: more than {max_in_flight} instances in flight (the VIM "
+                      f"falls behind the offered load); {summary.done} run(s) measured and kept")
+    elif summary.error:
+        console.print(f"[red]stopped: {summary.error}: {summary.exception}")
+    return failures

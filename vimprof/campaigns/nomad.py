@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import platform
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from vimprof import rundir
-from vimprof.campaigns import engine
+from vimprof.campaigns import arrivals, engine
 from vimprof.capture import Capture
 from vimprof.drivers.hooks import HooksTail, floor_probe
 from vimprof.errors import VimprofError
@@ -67,6 +69,10 @@ class CampaignSpec:
     driver: str = "qemu"
     warmup_runs: int = 0
     floor: bool = False
+    arrival: str = "sequential"  # vimprof.campaigns.arrivals spec: closed:C, poisson:R ...
+    max_in_flight: int = 16  # an open or closed loop stops cleanly beyond this
+    duration_s: float | None = None  # an open or closed loop's bound in time
+    seed: int | None = None  # Poisson arrivals
 
 
 def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Console) -> int:
@@ -75,6 +81,11 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     Raises VimprofError when the VIM is unreachable before the first request or the capture
     cannot start; KeyboardInterrupt after cleaning up (vimprof.campaigns.engine).
     """
+    process = None if spec.arrival == "sequential" else arrivals.parse(spec.arrival,
+                                                                       seed=spec.seed)
+    if process is not None and (spec.floor or target.backend == "xl"):
+        raise VimprofError("the floor probe and the xl backend time one instance at a time: "
+                           "use --arrival sequential with them (or --no-floor)")
     pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s, access=target.access)
     pre = None
     if target.lab:
@@ -110,7 +121,11 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
     engine.start(
         run,
         label=spec.label,
-        campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
+        campaign={"id": campaign_id, "runs": spec.runs,
+                  "mode": "sequential" if process is None else
+                  "open" if process.open else "closed",
+                  **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
+                      "duration_s": spec.duration_s} if process is not None else {}),
                   "memory_mb": spec.memory_mb, "accelerator": target.accelerator,
                   "timeout_s": spec.timeout_s, "driver": spec.driver,
                   "warmup_runs": spec.warmup_runs, "floor": spec.floor},
@@ -185,11 +200,39 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
             for h in xlrun.finish():
                 out.hooks.write(h)
 
-    return engine.run_sequential(
-        run, console, spec.label, spec.runs, one, capture=capture,
-        begin=xlrun.start if xlrun else None, finish=finish,
-        what="in-flight job purged",
-        end_fields=lambda: {"xen": xlrun.summary()} if xlrun else {})
+    if process is None:
+        return engine.run_sequential(
+            run, console, spec.label, spec.runs, one, capture=capture,
+            begin=xlrun.start if xlrun else None, finish=finish,
+            what="in-flight job purged",
+            end_fields=lambda: {"xen": xlrun.summary()} if xlrun else {})
+
+    local = threading.local()  # one API client per worker thread (requests sessions)
+
+    def fire(i: int, _intended_ns: int) -> dict[str, Any]:
+        p = getattr(local, "pusher", None)
+        if p is None:
+            p = local.pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s,
+                                           access=target.access)
+        rec = p.run_once(i, f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}", guest)
+        return {**rec.as_json(), "_task_events": rec.task_events}
+
+    def write(line: dict[str, Any], out: engine.Outputs) -> tuple[bool, str]:
+        task_events = line.pop("_task_events")
+        out.requests.write(line)
+        for ev in task_events + (events.take() if events else []):
+            out.vim_events.write(ev)
+        if hooks and line["alloc_id"]:
+            allocs.add(line["alloc_id"])
+            for h in hooks.take(line["alloc_id"]):
+                out.hooks.write(h)
+        return line["ok"], (f"run {line['run']} running after {line['running_ms']:.0f} ms"
+                            if line["ok"] else f"[red]run {line['run']} failed: {line['error']}")
+
+    return engine.run_arrivals(
+        run, console, spec.label, process, fire, write, capture=capture,
+        what="in-flight jobs purged", max_in_flight=spec.max_in_flight, max_runs=spec.runs,
+        max_duration_s=spec.duration_s, finish=finish)
 
 
 def _guest(spec: CampaignSpec, target: Target, datacenters: tuple[str, ...]) -> GuestSpec:
