@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from vimprof.campaigns import arrivals
 from vimprof.lab import nomad as lab
 from vimprof.pushers.nomad import NomadPusher
 
@@ -34,7 +35,7 @@ def test_concurrent_arrivals_keep_every_instance_apart(nomad_lab, tmp_path, arri
     run = tmp_path / "runs" / label
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["campaign"]["mode"] == ("closed" if arrival.startswith("closed") else "open")
-    assert manifest["campaign"]["arrival"]["spec"] == arrival
+    assert manifest["campaign"]["arrival"] == arrivals.parse(arrival, seed=7).describe()
     assert manifest["load"]["sent"] == 6 and manifest["load"]["stopped_reason"] == "max-runs"
     reqs = lines(run / "requests.jsonl")
     assert sorted(r["run"] for r in reqs) == list(range(6))
