@@ -150,36 +150,16 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
         return
     from vimprof.campaigns import nomad as campaign
 
-    if nomad_addr:
-        from vimprof.pushers import nomad_jobspec
-        from vimprof.pushers.nomad_access import ClusterAccess
-
-        if driver != "qemu" or nomad_variant != "stock" or backend != "qemu":
-            raise VimprofError("--driver xen-* and --nomad tuned need the embedded lab (the "
-                               "plugin's hooks file and the Nomad build are set up by it)")
-        access = ClusterAccess.from_env(nomad_addr, token, ca_cert, client_cert, client_key,
-                                        tls_server_name)
-        if job_group and not job_file:
-            raise VimprofError("--job-group goes with --job FILE")
-        user_job = nomad_jobspec.load(job_file, access, job_group) if job_file else None
-        target = campaign.remote_target(access, kernel, accel, capture_iface, user_job,
-                                        http_ports, rpc_ports)
-    else:
-        if (capture_iface or kernel or job_file or token or ca_cert or client_cert
-                or http_ports or rpc_ports):
-            raise VimprofError("--capture-iface, --kernel, --job, --token, the TLS options and "
-                               "the port options only apply with --nomad-addr")
-        target = campaign.lab_target(accel, console, nomad_variant, driver, backend)
-    if warmup_runs >= runs:
-        raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
+    spec, target = campaign.prepare(
+        console, label=label, runs=runs, nomad_addr=nomad_addr, capture_iface=capture_iface,
+        kernel=kernel, accel=accel, memory_mb=memory_mb, timeout_s=timeout_s, driver=driver,
+        nomad_variant=nomad_variant, backend=backend, warmup_runs=warmup_runs, floor=floor,
+        job_file=job_file, job_group=job_group, token=token, ca_cert=ca_cert,
+        client_cert=client_cert, client_key=client_key, tls_server_name=tls_server_name,
+        http_ports=http_ports, rpc_ports=rpc_ports, arrival=arrival,
+        max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
     run = rundir.RunDir.create(label, runs_dir, force=force)
     sequential = arrival == "sequential"
-    spec = campaign.CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s,
-                                 driver=driver, warmup_runs=warmup_runs,
-                                 floor=(driver != "qemu" and sequential) if floor is None
-                                 else floor,
-                                 arrival=arrival, max_in_flight=max_in_flight,
-                                 duration_s=duration_s, seed=seed)
     what = (f"job {target.job.source}" if target.job else
             f"{driver} driver, {target.accelerator}, {memory_mb} MB")
     console.print(f"campaign [bold]{label}[/]: {runs} run(s) against Nomad "

@@ -321,3 +321,49 @@ def remote_target(access: ClusterAccess, kernel: str | None, accelerator: str,
                   access=access, job=job,
                   ports={"http": list(http_ports), "rpc": list(rpc_ports)}
                   if http_ports or rpc_ports else None)
+
+
+def prepare(console: Console, *, label: str, runs: int, nomad_addr: str | None = None,
+            capture_iface: str | None = None, kernel: str | None = None, accel: str = "auto",
+            memory_mb: int = 128, timeout_s: float = 60.0, driver: str = "qemu",
+            nomad_variant: str = "stock", backend: str = "qemu", warmup_runs: int = 0,
+            floor: bool | None = None, job_file: Path | None = None,
+            job_group: str | None = None, token: str | None = None,
+            ca_cert: str | None = None, client_cert: str | None = None,
+            client_key: str | None = None, tls_server_name: str | None = None,
+            http_ports: tuple[int, ...] = (), rpc_ports: tuple[int, ...] = (),
+            arrival: str = "sequential", max_in_flight: int = 16,
+            duration_s: float | None = None, seed: int | None = None,
+            ) -> tuple[CampaignSpec, Target]:
+    """What `vimprof capture` (and a campaign file's level) runs against Nomad: the spec and
+    the target, the embedded lab (brought up as needed) or the cluster at `nomad_addr` with
+    its token, TLS settings and the user's jobspec. Raises VimprofError for options that do
+    not go together, before anything runs."""
+    if nomad_addr:
+        from vimprof.pushers import nomad_jobspec
+
+        if driver != "qemu" or nomad_variant != "stock" or backend != "qemu":
+            raise VimprofError("--driver xen-* and --nomad tuned need the embedded lab (the "
+                               "plugin's hooks file and the Nomad build are set up by it)")
+        access = ClusterAccess.from_env(nomad_addr, token, ca_cert, client_cert, client_key,
+                                        tls_server_name)
+        if job_group and not job_file:
+            raise VimprofError("--job-group goes with --job FILE")
+        user_job = nomad_jobspec.load(job_file, access, job_group) if job_file else None
+        target = remote_target(access, kernel, accel, capture_iface, user_job, http_ports,
+                               rpc_ports)
+    else:
+        if (capture_iface or kernel or job_file or token or ca_cert or client_cert
+                or http_ports or rpc_ports):
+            raise VimprofError("--capture-iface, --kernel, --job, --token, the TLS options and "
+                               "the port options only apply with --nomad-addr")
+        target = lab_target(accel, console, nomad_variant, driver, backend)
+    if warmup_runs >= runs:
+        raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
+    sequential = arrival == "sequential"
+    spec = CampaignSpec(label=label, runs=runs, memory_mb=memory_mb, timeout_s=timeout_s,
+                        driver=driver, warmup_runs=warmup_runs,
+                        floor=(driver != "qemu" and sequential) if floor is None else floor,
+                        arrival=arrival, max_in_flight=max_in_flight, duration_s=duration_s,
+                        seed=seed)
+    return spec, target
