@@ -79,7 +79,7 @@ def cli() -> None:
 @click.option("--warmup", "warmup_runs", type=click.IntRange(min=0), default=0,
               show_default=True, help="First runs declared warm-up: recorded, left out of reports.")
 @click.option("--arrival", default="sequential", show_default=True, metavar="SPEC",
-              help="Nomad: how requests arrive: sequential, closed:C (C clients, each waits "
+              help="How requests arrive: sequential, closed:C (C clients, each waits "
                    "for its instance), rate:R or poisson:R (open loop, R requests/s, sent on "
                    "schedule whether or not earlier ones finished), burst:N@T, ramps "
                    "rate:1..20/60s, poisson:1..20/60s.")
@@ -132,9 +132,6 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     if vim == "nova":
         from vimprof.campaigns import nova as campaign_nova
 
-        if arrival != "sequential":
-            raise VimprofError("--arrival other than sequential is for Nomad campaigns for now")
-
         if live:
             raise VimprofError("--live is for Nomad campaigns; beside a Nova campaign run "
                                f"`vimprof analyze {label} --follow` in another terminal")
@@ -143,7 +140,8 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             console, runs=runs, label=label, runs_dir=runs_dir, force=force,
             variant=nova_driver, accel=accel, os_cloud=os_cloud, image=image, flavor=flavor,
             capture_iface=capture_iface, poll_ms=poll_ms,
-            timeout_s=max(timeout_s, 120.0), warmup_runs=warmup_runs)
+            timeout_s=max(timeout_s, 120.0), warmup_runs=warmup_runs, arrival=arrival,
+            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
         if not no_analyze and ntarget.capture_iface:
             _analyze(nrun)
         console.print(f"run directory: {nrun.path}")

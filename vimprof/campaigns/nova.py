@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import platform
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from vimprof import rundir
-from vimprof.campaigns import engine
+from vimprof.campaigns import arrivals, engine
 from vimprof.capture import Capture
 from vimprof.drivers.hooks import HooksTail
 from vimprof.errors import VimprofError
@@ -71,6 +72,10 @@ class NovaCampaignSpec:
     poll_ms: float = 50.0
     timeout_s: float = 120.0
     warmup_runs: int = 0
+    arrival: str = "sequential"  # vimprof.campaigns.arrivals spec: closed:C, poisson:R ...
+    max_in_flight: int = 16  # an open or closed loop stops cleanly beyond this
+    duration_s: float | None = None  # an open or closed loop's bound in time
+    seed: int | None = None  # Poisson arrivals
 
 
 def nova_hooks(path: str | None) -> HooksTail:
@@ -100,6 +105,8 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
     image/flavor (before the first request), or the capture cannot start; KeyboardInterrupt
     after deleting the in-flight server.
     """
+    process = None if spec.arrival == "sequential" else arrivals.parse(spec.arrival,
+                                                                       seed=spec.seed)
     conn = connect(target.cloud)
     pusher = NovaPusher(conn)
     server = ServerSpec(image_id=target.image_id, flavor_id=target.flavor_id,
@@ -111,7 +118,11 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
     engine.start(
         run,
         label=spec.label,
-        campaign={"id": campaign_id, "runs": spec.runs, "mode": "sequential",
+        campaign={"id": campaign_id, "runs": spec.runs,
+                  "mode": "sequential" if process is None else
+                  "open" if process.open else "closed",
+                  **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
+                      "duration_s": spec.duration_s} if process is not None else {}),
                   "variant": target.variant, "poll_ms": spec.poll_ms,
                   "timeout_s": spec.timeout_s, "warmup_runs": spec.warmup_runs,
                   "image_id": target.image_id, "flavor_id": target.flavor_id,
@@ -137,31 +148,56 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
                           target.capture_filter, netns=target.capture_netns).start()
     servers: set[str] = set()
 
-    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
-        name = f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
-        rec = pusher.run_once(i, name, server)
+    def record(i: int, p: NovaPusher) -> dict[str, Any]:
+        rec = p.run_once(i, f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}", server)
         line = rec.as_json()
         line["variant"] = target.variant
         line["warmup"] = i < spec.warmup_runs
+        line["_actions"] = [{**ev, "vim": "nova", "server_id": rec.server_id}
+                            for ev in rec.actions]
+        return line
+
+    def write(line: dict[str, Any], out: engine.Outputs) -> tuple[bool, str]:
+        for ev in line.pop("_actions"):
+            out.vim_events.write(ev)
         out.requests.write(line)
-        for ev in rec.actions:
-            out.vim_events.write({**ev, "vim": "nova", "server_id": rec.server_id})
-        if rec.server_id:
-            servers.add(rec.server_id)
+        if line.get("server_id"):
+            servers.add(line["server_id"])
         for h in hooks.take_all(servers):
             out.hooks.write(h)
-        return rec.ok, (f"ACTIVE after {line['active_ms']:.0f} ms" if rec.ok
-                        else f"[red]failed: {rec.error}")
+        return line["ok"], (f"run {line['run']} ACTIVE after {line['active_ms']:.0f} ms"
+                            if line["ok"] else f"[red]run {line['run']} failed: {line['error']}")
+
+    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
+        return write(record(i, pusher), out)
 
     def finish(out: engine.Outputs) -> None:
         for h in hooks.take_all(servers):
             out.hooks.write(h)
 
+    local = threading.local()  # one openstacksdk connection per worker thread
+    opened: list[Any] = []
+
+    def fire(i: int, _intended_ns: int) -> dict[str, Any]:
+        p = getattr(local, "pusher", None)
+        if p is None:
+            c = connect(target.cloud)
+            opened.append(c)
+            p = local.pusher = NovaPusher(c)
+        return record(i, p)
+
     try:
-        return engine.run_sequential(run, console, spec.label, spec.runs, one, capture=capture,
-                                     finish=finish, what="in-flight server deleted")
+        if process is None:
+            return engine.run_sequential(run, console, spec.label, spec.runs, one,
+                                         capture=capture, finish=finish,
+                                         what="in-flight server deleted")
+        return engine.run_arrivals(
+            run, console, spec.label, process, fire, write, capture=capture,
+            what="in-flight servers deleted", max_in_flight=spec.max_in_flight,
+            max_runs=spec.runs, max_duration_s=spec.duration_s, finish=finish)
     finally:
-        conn.close()
+        for c in [conn, *opened]:
+            c.close()
 
 
 def lab_target(variant: str, accelerator: str, console: Console) -> NovaTarget:
@@ -213,7 +249,9 @@ def remote_target(cloud: str, image: str | None, flavor: str | None, variant: st
 def cli_capture(console: Console, *, runs: int, label: str, runs_dir: Path, force: bool,
                 variant: str, accel: str, os_cloud: str | None, image: str | None,
                 flavor: str | None, capture_iface: str | None, poll_ms: float,
-                timeout_s: float, warmup_runs: int) -> tuple[RunDir, NovaTarget]:
+                timeout_s: float, warmup_runs: int, arrival: str = "sequential",
+                max_in_flight: int = 16, duration_s: float | None = None,
+                seed: int | None = None) -> tuple[RunDir, NovaTarget]:
     """`vimprof capture --vim nova`: pick the target (lab or --os-cloud), run the campaign.
 
     Returns the run directory and the target (the CLI analyzes when it captured).
@@ -229,10 +267,12 @@ def cli_capture(console: Console, *, runs: int, label: str, runs_dir: Path, forc
         raise VimprofError(f"--warmup {warmup_runs} leaves no measured run of {runs}")
     run = rundir.RunDir.create(label, runs_dir, force=force)
     spec = NovaCampaignSpec(label=label, runs=runs, poll_ms=poll_ms, timeout_s=timeout_s,
-                            warmup_runs=warmup_runs)
+                            warmup_runs=warmup_runs, arrival=arrival,
+                            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
     console.print(f"campaign [bold]{label}[/]: {runs} server boot(s) against Nova "
                   f"({variant}, image {target.image_id[:8]}, flavor {target.flavor_id}, "
-                  f"polling every {poll_ms:g} ms)")
+                  f"polling every {poll_ms:g} ms)"
+                  + ("" if arrival == "sequential" else f", arrivals {arrival}"))
     failures = run_campaign(spec, target, run, console)
     if failures:
         console.print(f"[yellow]{failures} of {runs} run(s) failed; see "
