@@ -69,3 +69,29 @@ def test_bad_arrival_is_one_line_before_anything_runs(tmp_path):
                          timeout=60)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "poisson" in res.stderr and not (tmp_path / "runs").exists()
+
+
+def test_keep_accumulates_then_deletes_all(nomad_lab, tmp_path):
+    res = subprocess.run([*VIMPROF, "capture", "--runs", "3", "--label", "keep", "--keep"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr + res.stdout
+    run = tmp_path / "runs" / "keep"
+    reqs = sorted(lines(run / "requests.jsonl"), key=lambda r: r["run"])
+    assert [r["ok"] for r in reqs] == [True, True, True]
+    # all three ran at once: every stop came after the last instance ran
+    assert max(r["t_running_ns"] for r in reqs) < min(r["t_stop_ns"] for r in reqs)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["campaign"]["keep"] is True
+    tls = lines(run / "timelines.jsonl")
+    assert len(tls) == 3 and all(t["complete"] and "stop" in t["phases"] for t in tls)
+    pusher = NomadPusher(nomad_lab.http_addr)
+    assert pusher.leftovers() == [] and pusher.wait_no_allocs_running(timeout_s=30)
+
+
+def test_lifetime_holds_each_instance(nomad_lab, tmp_path):
+    res = subprocess.run([*VIMPROF, "capture", "--runs", "2", "--label", "life", "--lifetime",
+                          "1.5", "--no-analyze"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr + res.stdout
+    for r in lines(tmp_path / "runs" / "life" / "requests.jsonl"):
+        assert r["ok"] and r["t_stop_ns"] - r["t_running_ns"] >= 1.5e9

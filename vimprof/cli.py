@@ -89,6 +89,11 @@ def cli() -> None:
 @click.option("--duration", "duration_s", type=click.FloatRange(min=0.1), default=None,
               metavar="S", help="Open/closed loop: stop sending after S seconds (beside --runs).")
 @click.option("--seed", type=int, default=None, help="Seed of Poisson arrivals (recorded).")
+@click.option("--lifetime", "lifetime_s", type=click.FloatRange(min=0), default=0.0,
+              show_default=True, metavar="S",
+              help="Each instance stays S seconds after it runs, then is deleted.")
+@click.option("--keep", is_flag=True,
+              help="Every instance stays until the campaign ends, then all are deleted.")
 @click.option("--floor/--no-floor", default=None,
               help="After each run, boot the guest directly (no VIM) as the spawn floor "
                    "[default: on with the xen driver].")
@@ -119,8 +124,10 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             tls_server_name: str | None = None, http_ports: tuple[int, ...] = (),
             rpc_ports: tuple[int, ...] = (), arrival: str = "sequential",
             max_in_flight: int = 16, duration_s: float | None = None,
-            seed: int | None = None) -> None:
+            seed: int | None = None, lifetime_s: float = 0.0, keep: bool = False) -> None:
     """Run a campaign of RUNS instantiations and record it into runs/LABEL."""
+    if keep and lifetime_s:
+        raise VimprofError("--keep and --lifetime do not go together: keep deletes at the end")
     if memory_mb is None:
         memory_mb = 32 if backend == "xl" else 128
     if backend == "qemu" and memory_mb < 128:
@@ -141,7 +148,8 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
             variant=nova_driver, accel=accel, os_cloud=os_cloud, image=image, flavor=flavor,
             capture_iface=capture_iface, poll_ms=poll_ms,
             timeout_s=max(timeout_s, 120.0), warmup_runs=warmup_runs, arrival=arrival,
-            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
+            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed,
+            lifetime_s=lifetime_s, keep=keep)
         if not no_analyze and ntarget.capture_iface:
             _analyze(nrun)
         console.print(f"run directory: {nrun.path}")
@@ -155,7 +163,8 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
         job_file=job_file, job_group=job_group, token=token, ca_cert=ca_cert,
         client_cert=client_cert, client_key=client_key, tls_server_name=tls_server_name,
         http_ports=http_ports, rpc_ports=rpc_ports, arrival=arrival,
-        max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
+        max_in_flight=max_in_flight, duration_s=duration_s, seed=seed, lifetime_s=lifetime_s,
+        keep=keep)
     run = rundir.RunDir.create(label, runs_dir, force=force)
     sequential = arrival == "sequential"
     what = (f"job {target.job.source}" if target.job else

@@ -52,3 +52,15 @@ def test_concurrent_boots_keep_every_server_apart(nova_lab, conn, tmp_path, arri
         assert not bad, bad
     left = conn.compute.get("/servers?name=^vimprof-", microversion="2.52").json()["servers"]
     assert left == [] and not lab.guest_pids()
+
+
+def test_keep_holds_every_server_until_the_end(nova_lab, conn, tmp_path):
+    res = subprocess.run([*VIMPROF, "capture", "--vim", "nova", "--nova-driver", "tuned",
+                          "--runs", "2", "--label", "keep", "--keep", "--no-analyze"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr + res.stdout
+    reqs = lines(tmp_path / "runs" / "keep" / "requests.jsonl")
+    assert len(reqs) == 2 and all(r["ok"] for r in reqs)
+    assert max(r["t_active_ns"] for r in reqs) < min(r["t_delete_ns"] for r in reqs)
+    left = conn.compute.get("/servers?name=^vimprof-", microversion="2.52").json()["servers"]
+    assert left == [] and not lab.guest_pids()

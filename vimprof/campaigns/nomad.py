@@ -73,6 +73,8 @@ class CampaignSpec:
     max_in_flight: int = 16  # an open or closed loop stops cleanly beyond this
     duration_s: float | None = None  # an open or closed loop's bound in time
     seed: int | None = None  # Poisson arrivals
+    lifetime_s: float = 0.0  # each instance stays this long after it runs, then is deleted
+    keep: bool = False  # every instance stays until the campaign ends, then all are deleted
 
 
 def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Console) -> int:
@@ -126,6 +128,8 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
                   "open" if process.open else "closed",
                   **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
                       "duration_s": spec.duration_s} if process is not None else {}),
+                  **({"lifetime_s": spec.lifetime_s, "keep": spec.keep}
+                     if spec.lifetime_s or spec.keep else {}),
                   "memory_mb": spec.memory_mb, "accelerator": target.accelerator,
                   "timeout_s": spec.timeout_s, "driver": spec.driver,
                   "warmup_runs": spec.warmup_runs, "floor": spec.floor},
@@ -162,32 +166,47 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
 
         xlrun = XLCampaign(target.xenstored_socket)
     allocs: set[str] = set()
+    kept: list[Any] = []  # --keep: RunRecords of jobs left running until the end
 
-    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
-        job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
-        for ev in events.take() if events else ():  # the previous run's, all in by now
-            out.vim_events.write(ev)
-        if xlrun:
-            xlrun.before_run(i)
-        rec = pusher.run_once(i, job_id, guest)
+    def file_record(rec: Any, out: engine.Outputs) -> dict[str, Any]:
+        """One finished run into requests.jsonl, vim-events.jsonl and hooks.jsonl."""
         line = rec.as_json()
         out.requests.write(line)
-        for ev in rec.task_events:
+        for ev in rec.task_events + (events.take() if events else []):
             out.vim_events.write(ev)
         if hooks and rec.alloc_id:
             allocs.add(rec.alloc_id)
             for h in hooks.take(rec.alloc_id):
                 out.hooks.write(h)
+        return line
+
+    def outcome(rec: Any) -> tuple[bool, str]:
+        if rec.t_stop_ns is None and rec.ok:
+            return True, f"run {rec.run} running, kept until the end"
+        line = rec.as_json()
+        return rec.ok, (f"run {rec.run} running after {line['running_ms']:.0f} ms" if rec.ok
+                        else f"[red]run {rec.run} failed: {rec.error}")
+
+    def one(i: int, out: engine.Outputs) -> tuple[bool, str]:
+        job_id = f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}"
+        if xlrun:
+            xlrun.before_run(i)
+        rec = pusher.run_once(i, job_id, guest, spec.lifetime_s, spec.keep)
+        if rec.t_stop_ns is None and rec.ok:
+            kept.append(rec)
+        else:
+            file_record(rec, out)
         if xlrun:
             for h in xlrun.after_run(i, rec.alloc_id, floor=spec.floor):
                 out.hooks.write(h)
         elif spec.floor:
             out.hooks.write(floor_probe(Path(target.kernel), target.accelerator,
                                         spec.memory_mb, i))
-        return rec.ok, (f"running after {line['running_ms']:.0f} ms" if rec.ok
-                        else f"[red]failed: {rec.error}")
+        return outcome(rec)
 
     def finish(out: engine.Outputs) -> None:
+        for rec in kept:  # --keep: every instance deleted now, also when interrupted
+            file_record(pusher.stop_kept(rec), out)
         if events:  # the last run's terminal status reaches the stream just after the pusher
             time.sleep(1.0)
             events.stop()
@@ -214,20 +233,19 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         if p is None:
             p = local.pusher = NomadPusher(target.nomad_addr, timeout_s=spec.timeout_s,
                                            access=target.access)
-        rec = p.run_once(i, f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}", guest)
-        return {**rec.as_json(), "_task_events": rec.task_events}
+        rec = p.run_once(i, f"{JOB_PREFIX}{spec.label}-{campaign_id}-{i:04d}", guest,
+                         spec.lifetime_s, spec.keep)
+        return {"_rec": rec}
 
     def write(line: dict[str, Any], out: engine.Outputs) -> tuple[bool, str]:
-        task_events = line.pop("_task_events")
-        out.requests.write(line)
-        for ev in task_events + (events.take() if events else []):
-            out.vim_events.write(ev)
-        if hooks and line["alloc_id"]:
-            allocs.add(line["alloc_id"])
-            for h in hooks.take(line["alloc_id"]):
-                out.hooks.write(h)
-        return line["ok"], (f"run {line['run']} running after {line['running_ms']:.0f} ms"
-                            if line["ok"] else f"[red]run {line['run']} failed: {line['error']}")
+        rec = line["_rec"]
+        for k in ("t_intended_ns", "t_sent_ns", "send_lag_ms", "in_flight"):  # the engine's
+            setattr(rec, k, line.get(k))
+        if rec.t_stop_ns is None and rec.ok:
+            kept.append(rec)
+        else:
+            file_record(rec, out)
+        return outcome(rec)
 
     return engine.run_arrivals(
         run, console, spec.label, process, fire, write, capture=capture,
@@ -334,6 +352,7 @@ def prepare(console: Console, *, label: str, runs: int, nomad_addr: str | None =
             http_ports: tuple[int, ...] = (), rpc_ports: tuple[int, ...] = (),
             arrival: str = "sequential", max_in_flight: int = 16,
             duration_s: float | None = None, seed: int | None = None,
+            lifetime_s: float = 0.0, keep: bool = False,
             ) -> tuple[CampaignSpec, Target]:
     """What `vimprof capture` (and a campaign file's level) runs against Nomad: the spec and
     the target, the embedded lab (brought up as needed) or the cluster at `nomad_addr` with
@@ -365,5 +384,5 @@ def prepare(console: Console, *, label: str, runs: int, nomad_addr: str | None =
                         driver=driver, warmup_runs=warmup_runs,
                         floor=(driver != "qemu" and sequential) if floor is None else floor,
                         arrival=arrival, max_in_flight=max_in_flight, duration_s=duration_s,
-                        seed=seed)
+                        seed=seed, lifetime_s=lifetime_s, keep=keep)
     return spec, target

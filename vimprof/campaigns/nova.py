@@ -76,6 +76,8 @@ class NovaCampaignSpec:
     max_in_flight: int = 16  # an open or closed loop stops cleanly beyond this
     duration_s: float | None = None  # an open or closed loop's bound in time
     seed: int | None = None  # Poisson arrivals
+    lifetime_s: float = 0.0  # each server stays this long after ACTIVE, then is deleted
+    keep: bool = False  # every server stays until the campaign ends, then all are deleted
 
 
 def nova_hooks(path: str | None) -> HooksTail:
@@ -123,6 +125,8 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
                   "open" if process.open else "closed",
                   **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
                       "duration_s": spec.duration_s} if process is not None else {}),
+                  **({"lifetime_s": spec.lifetime_s, "keep": spec.keep}
+                     if spec.lifetime_s or spec.keep else {}),
                   "variant": target.variant, "poll_ms": spec.poll_ms,
                   "timeout_s": spec.timeout_s, "warmup_runs": spec.warmup_runs,
                   "image_id": target.image_id, "flavor_id": target.flavor_id,
@@ -147,17 +151,32 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
         capture = Capture(run.file(rundir.CAPTURE), target.capture_iface,
                           target.capture_filter, netns=target.capture_netns).start()
     servers: set[str] = set()
+    kept: list[Any] = []  # --keep: records of servers left ACTIVE until the end
 
-    def record(i: int, p: NovaPusher) -> dict[str, Any]:
-        rec = p.run_once(i, f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}", server)
+    def line_of(rec: Any, engine_fields: dict[str, Any] | None = None) -> dict[str, Any]:
         line = rec.as_json()
         line["variant"] = target.variant
-        line["warmup"] = i < spec.warmup_runs
+        line["warmup"] = rec.run < spec.warmup_runs
+        line.update(engine_fields or {})
         line["_actions"] = [{**ev, "vim": "nova", "server_id": rec.server_id}
                             for ev in rec.actions]
         return line
 
+    def record(i: int, p: NovaPusher) -> dict[str, Any]:
+        rec = p.run_once(i, f"{SERVER_PREFIX}{spec.label}-{campaign_id}-{i:04d}", server,
+                         spec.lifetime_s, spec.keep)
+        return {"_rec": rec}
+
     def write(line: dict[str, Any], out: engine.Outputs) -> tuple[bool, str]:
+        rec = line.pop("_rec")
+        engine_fields = {k: line[k] for k in ("t_intended_ns", "t_sent_ns", "send_lag_ms",
+                                               "in_flight") if k in line}
+        if rec.t_delete_ns is None and rec.ok and spec.keep:
+            kept.append((rec, engine_fields))
+            return True, f"run {rec.run} ACTIVE, kept until the end"
+        return file_record(line_of(rec, engine_fields), out)
+
+    def file_record(line: dict[str, Any], out: engine.Outputs) -> tuple[bool, str]:
         for ev in line.pop("_actions"):
             out.vim_events.write(ev)
         out.requests.write(line)
@@ -172,6 +191,8 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
         return write(record(i, pusher), out)
 
     def finish(out: engine.Outputs) -> None:
+        for rec, engine_fields in kept:  # --keep: every server deleted now, even interrupted
+            file_record(line_of(pusher.stop_kept(rec, server), engine_fields), out)
         for h in hooks.take_all(servers):
             out.hooks.write(h)
 
@@ -251,7 +272,8 @@ def cli_capture(console: Console, *, runs: int, label: str, runs_dir: Path, forc
                 flavor: str | None, capture_iface: str | None, poll_ms: float,
                 timeout_s: float, warmup_runs: int, arrival: str = "sequential",
                 max_in_flight: int = 16, duration_s: float | None = None,
-                seed: int | None = None) -> tuple[RunDir, NovaTarget]:
+                seed: int | None = None, lifetime_s: float = 0.0,
+                keep: bool = False) -> tuple[RunDir, NovaTarget]:
     """`vimprof capture --vim nova`: pick the target (lab or --os-cloud), run the campaign.
 
     Returns the run directory and the target (the CLI analyzes when it captured).
@@ -268,7 +290,8 @@ def cli_capture(console: Console, *, runs: int, label: str, runs_dir: Path, forc
     run = rundir.RunDir.create(label, runs_dir, force=force)
     spec = NovaCampaignSpec(label=label, runs=runs, poll_ms=poll_ms, timeout_s=timeout_s,
                             warmup_runs=warmup_runs, arrival=arrival,
-                            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed)
+                            max_in_flight=max_in_flight, duration_s=duration_s, seed=seed,
+                            lifetime_s=lifetime_s, keep=keep)
     console.print(f"campaign [bold]{label}[/]: {runs} server boot(s) against Nova "
                   f"({variant}, image {target.image_id[:8]}, flavor {target.flavor_id}, "
                   f"polling every {poll_ms:g} ms)"

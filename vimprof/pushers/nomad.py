@@ -214,8 +214,10 @@ class NomadPusher:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run_once(self, run: int, job_id: str, guest: GuestSpec | UserJob) -> RunRecord:
-        """Register, wait running, stop, wait gone, purge.
+    def run_once(self, run: int, job_id: str, guest: GuestSpec | UserJob,
+                 lifetime_s: float = 0.0, keep: bool = False) -> RunRecord:
+        """Register, wait running, (stay `lifetime_s` s,) stop, wait gone, purge; with `keep`
+        return once running, the job left for `stop_kept` (its record's t_stop_ns is None).
 
         Never raises for a failed run: the error is recorded in the returned RunRecord.
         A KeyboardInterrupt propagates once the in-flight job is stopped and purged.
@@ -223,12 +225,13 @@ class NomadPusher:
         rec = RunRecord(run=run, job_id=job_id)
         interrupted = False
         try:
-            self._instantiate(rec, guest)
+            self._instantiate(rec, guest, lifetime_s, keep)
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the campaign goes on
             rec.error = _reason(exc)
-        if rec.t_stop_ns is None:  # failed or interrupted before the stop: never leak a guest
+        kept = keep and rec.error is None and not interrupted
+        if rec.t_stop_ns is None and not kept:  # failed or interrupted: never leak a guest
             with interrupts.cleaning(f"stopping and purging job {rec.job_id}"):
                 self._terminate(rec)
         if interrupted:
@@ -236,7 +239,15 @@ class NomadPusher:
         rec.ok = rec.error is None
         return rec
 
-    def _instantiate(self, rec: RunRecord, guest: GuestSpec | UserJob) -> None:
+    def stop_kept(self, rec: RunRecord) -> RunRecord:
+        """Stop, wait gone and purge a job `run_once(keep=True)` left running."""
+        with interrupts.cleaning(f"stopping and purging job {rec.job_id}"):
+            self._terminate(rec)
+        rec.ok = rec.error is None
+        return rec
+
+    def _instantiate(self, rec: RunRecord, guest: GuestSpec | UserJob, lifetime_s: float = 0.0,
+                     keep: bool = False) -> None:
         job = guest.job(rec.job_id)
         rec.t_submit_ns = now_ns()
         reply = self.api.job.register_job(rec.job_id, {"Job": job})
@@ -258,6 +269,10 @@ class NomadPusher:
             return False
 
         self._wait(self.api.job, rec.job_id, "allocations", done=running, what="allocation running")
+        if keep:
+            return
+        if lifetime_s > 0:
+            time.sleep(lifetime_s)
         self._terminate(rec)
 
     def _terminate(self, rec: RunRecord) -> None:

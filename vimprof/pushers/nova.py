@@ -176,8 +176,10 @@ class NovaPusher:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run_once(self, run: int, name: str, spec: ServerSpec) -> NovaRunRecord:
-        """Create, wait ACTIVE, delete, wait 404, fetch the instance actions.
+    def run_once(self, run: int, name: str, spec: ServerSpec, lifetime_s: float = 0.0,
+                 keep: bool = False) -> NovaRunRecord:
+        """Create, wait ACTIVE, (stay `lifetime_s` s,) delete, wait 404, fetch the instance
+        actions; with `keep` return once ACTIVE, the server left for `stop_kept`.
 
         Never raises for a failed run (recorded in the returned record). KeyboardInterrupt
         propagates once the in-flight server is deleted.
@@ -186,10 +188,22 @@ class NovaPusher:
         interrupted = False
         try:
             self._create(rec, spec)
+            if keep:
+                rec.ok = True
+                return rec
+            if lifetime_s > 0:
+                time.sleep(lifetime_s)
         except KeyboardInterrupt:
             interrupted = True
         except Exception as exc:  # noqa: BLE001 - a failed run is data, the campaign goes on
             rec.error = _reason(exc)
+        return self._finish(rec, spec, interrupted)
+
+    def stop_kept(self, rec: NovaRunRecord, spec: ServerSpec) -> NovaRunRecord:
+        """Delete a server `run_once(keep=True)` left ACTIVE, wait 404, fetch its actions."""
+        return self._finish(rec, spec, False)
+
+    def _finish(self, rec: NovaRunRecord, spec: ServerSpec, interrupted: bool) -> NovaRunRecord:
         try:
             with interrupts.cleaning(f"deleting server {rec.server_id or rec.name}"):
                 if rec.server_id is None and interrupted:
