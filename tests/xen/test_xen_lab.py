@@ -7,6 +7,7 @@ scripts/setup-xen has not run or the machine cannot host the lab.
 
 from __future__ import annotations
 
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -248,3 +249,25 @@ def test_down_leaves_nothing_behind(xen_lab):
         assert not (xen.lab_dir() / name).exists()
     assert xen.down() == []  # idempotent
     assert xen.status()["running"] is False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_during_lab_up_tears_it_down(_xen_lab_session, tmp_path, sig):
+    """`vimprof lab up xen` stopped by SIGTERM or SIGHUP mid-boot (issue 20): exit 128 +
+    signal, and the half-built lab is gone: no QEMU, no namespace."""
+    import subprocess
+    import sys
+    import time
+
+    xen.down()
+    p = subprocess.Popen([sys.executable, "-m", "vimprof.cli", "lab", "up", "xen"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not netns.exists(xen.NETNS) and time.monotonic() < deadline:  # the boot has begun
+        time.sleep(0.1)
+    time.sleep(2.0)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + sig, err
+    assert not netns.exists(xen.NETNS)
+    assert xen.current() is None
