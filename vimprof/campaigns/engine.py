@@ -108,19 +108,42 @@ def run_sequential(run: RunDir, console: Console, label: str, runs: int, body: R
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        with interrupts.shielded(), interrupts.cleaning("closing the capture and the manifest"):
-            if capture:
-                capture.stop()
-            extra = end_fields() if end_fields else {}
-            run.update_manifest(end_ns=now_ns(), interrupted=interrupted,
-                                interrupt_signal=interrupts.received() if interrupted else None,
-                                failures=failures,
-                                capture_stats=capture.stats if capture else None, **extra)
+        _end(run, capture, interrupted, failures, end_fields)
+    _raise_if(interrupted, console, what, run)
+    return failures
+
+
+def _end(run: RunDir, capture: Capture | None, interrupted: bool, failures: int,
+         end_fields: Callable[[], dict[str, Any]] | None, **more: Any) -> None:
+    """Close the capture and write the manifest's end, with no signal cutting in."""
+    with interrupts.shielded(), interrupts.cleaning("closing the capture and the manifest"):
+        if capture:
+            capture.stop()
+        extra = end_fields() if end_fields else {}
+        run.update_manifest(end_ns=now_ns(), interrupted=interrupted,
+                            interrupt_signal=interrupts.received() if interrupted else None,
+                            failures=failures, capture_stats=capture.stats if capture else None,
+                            **more, **extra)
+
+
+def _raise_if(interrupted: bool, console: Console, what: str, run: RunDir) -> None:
     if interrupted:
         sig = interrupts.received() or "SIGINT"
         console.print(f"[yellow]interrupted ({sig}): {what}; partial run kept in {run.path}")
         raise KeyboardInterrupt
-    return failures
+
+
+def campaign_fields(process: Any, spec: Any) -> dict[str, Any]:
+    """The manifest's campaign mode and, for an arrival process or explicit deletion, their
+    settings (`spec` has max_in_flight, duration_s, lifetime_s and keep)."""
+    out: dict[str, Any] = {"mode": "sequential" if process is None else
+                           "open" if process.open else "closed"}
+    if process is not None:
+        out.update(arrival=process.describe(), max_in_flight=spec.max_in_flight,
+                   duration_s=spec.duration_s)
+    if spec.lifetime_s or spec.keep:
+        out.update(lifetime_s=spec.lifetime_s, keep=spec.keep)
+    return out
 
 
 # One finished request's record (from the pusher, in a worker thread) -> written into the
@@ -177,19 +200,9 @@ def run_arrivals(run: RunDir, console: Console, label: str, process: Any,
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        with interrupts.shielded(), interrupts.cleaning("closing the capture and the manifest"):
-            if capture:
-                capture.stop()
-            extra = end_fields() if end_fields else {}
-            run.update_manifest(end_ns=now_ns(), interrupted=interrupted,
-                                interrupt_signal=interrupts.received() if interrupted else None,
-                                failures=failures,
-                                capture_stats=capture.stats if capture else None,
-                                load=summary.as_manifest() if summary else None, **extra)
-    if interrupted:
-        sig = interrupts.received() or "SIGINT"
-        console.print(f"[yellow]interrupted ({sig}): {what}; partial run kept in {run.path}")
-        raise KeyboardInterrupt
+        _end(run, capture, interrupted, failures, end_fields,
+             load=summary.as_manifest() if summary else None)
+    _raise_if(interrupted, console, what, run)
     if summary.stopped_reason == "max-in-flight":
         console.print(f"[yellow]stopped: more than {max_in_flight} instances in flight (the VIM "
                       f"falls behind the offered load); {summary.done} run(s) measured and kept")

@@ -124,12 +124,7 @@ def run_campaign(spec: CampaignSpec, target: Target, run: RunDir, console: Conso
         run,
         label=spec.label,
         campaign={"id": campaign_id, "runs": spec.runs,
-                  "mode": "sequential" if process is None else
-                  "open" if process.open else "closed",
-                  **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
-                      "duration_s": spec.duration_s} if process is not None else {}),
-                  **({"lifetime_s": spec.lifetime_s, "keep": spec.keep}
-                     if spec.lifetime_s or spec.keep else {}),
+                  **engine.campaign_fields(process, spec),
                   "memory_mb": spec.memory_mb, "accelerator": target.accelerator,
                   "timeout_s": spec.timeout_s, "driver": spec.driver,
                   "warmup_runs": spec.warmup_runs, "floor": spec.floor},

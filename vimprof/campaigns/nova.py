@@ -121,12 +121,7 @@ def run_campaign(spec: NovaCampaignSpec, target: NovaTarget, run: RunDir,
         run,
         label=spec.label,
         campaign={"id": campaign_id, "runs": spec.runs,
-                  "mode": "sequential" if process is None else
-                  "open" if process.open else "closed",
-                  **({"arrival": process.describe(), "max_in_flight": spec.max_in_flight,
-                      "duration_s": spec.duration_s} if process is not None else {}),
-                  **({"lifetime_s": spec.lifetime_s, "keep": spec.keep}
-                     if spec.lifetime_s or spec.keep else {}),
+                  **engine.campaign_fields(process, spec),
                   "variant": target.variant, "poll_ms": spec.poll_ms,
                   "timeout_s": spec.timeout_s, "warmup_runs": spec.warmup_runs,
                   "image_id": target.image_id, "flavor_id": target.flavor_id,
