@@ -198,6 +198,83 @@ def capture(vim: str, runs: int, label: str, nomad_addr: str | None, capture_ifa
     console.print(f"run directory: {run.path}")
 
 
+@cli.command("run")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an earlier sweep of the same name.")
+@click.option("--dry-run", is_flag=True,
+              help="Validate the file and print the plan (variants x levels, instances, an "
+                   "estimate); bring nothing up.")
+@runs_dir_option
+def run_file(file: Path, force: bool, dry_run: bool, runs_dir: Path) -> None:
+    """Run the campaign file FILE (docs/campaign-files.md): every variant and level, one run
+    directory each under runs/NAME/, plus runs/NAME/sweep.json."""
+    from vimprof.campaigns import file as campaign_file
+
+    _sweep(campaign_file.load(file), force, dry_run, runs_dir)
+
+
+@cli.command()
+@click.option("--vim", type=click.Choice(["nomad", "nova"]), default="nomad", show_default=True)
+@click.option("--label", "-l", required=True, help="The sweep's name (runs/LABEL/).")
+@click.option("--variant", "variants", multiple=True, metavar="NAME:KEY=VALUE,...",
+              help="A variant, e.g. tuned:driver=xen-tuned,nomad=tuned (Nomad keys: driver, "
+                   "nomad, backend, memory_mb, floor; Nova: nova_driver). Repeatable; "
+                   "default: one variant with the defaults.")
+@click.option("--levels", metavar="SPEC,SPEC,...",
+              help="Arrival specs to sweep, e.g. poisson:1,poisson:2,poisson:4.")
+@click.option("--arrival", metavar="SPEC", help="One level (instead of --levels).")
+@click.option("--runs", "-n", type=int, help="Instances per level [default: 10].")
+@click.option("--duration", "duration_s", type=float, metavar="S",
+              help="Open/closed loop: stop sending after S seconds.")
+@click.option("--warmup", type=int, help="Warm-up runs per level.")
+@click.option("--seed", type=int, help="Seed of Poisson arrivals.")
+@click.option("--max-in-flight", type=int)
+@click.option("--timeout", "timeout_s", type=float, help="Per-instance timeout in s.")
+@click.option("--on-failure", type=click.Choice(["continue", "stop"]))
+@click.option("--failure-threshold", type=float, metavar="FRACTION",
+              help="Failed share of a level's runs above which on-failure applies [0.5].")
+@click.option("--nomad-addr", metavar="URL", help="A Nomad cluster (default: the lab).")
+@click.option("--kernel", metavar="PATH")
+@click.option("--job", metavar="FILE")
+@click.option("--job-group", metavar="NAME")
+@click.option("--capture-iface", metavar="IFACE")
+@click.option("--token-env", metavar="VAR", help="The ACL token's environment variable "
+              "[NOMAD_TOKEN].")
+@click.option("--os-cloud", metavar="NAME")
+@click.option("--image", metavar="ID|NAME")
+@click.option("--flavor", metavar="ID|NAME")
+@click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]))
+@click.option("--force", is_flag=True, help="Overwrite an earlier sweep of the same name.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; bring nothing up.")
+@runs_dir_option
+def sweep(vim: str, label: str, variants: tuple[str, ...], levels: str | None,
+          arrival: str | None, force: bool, dry_run: bool, runs_dir: Path, **opts) -> None:
+    """A sweep from flags: the same as `vimprof run FILE` with the file built from them."""
+    from vimprof.campaigns import file as campaign_file
+
+    target = {k: opts.pop(k) for k in ("nomad_addr", "kernel", "job", "job_group",
+                                       "capture_iface", "token_env", "os_cloud", "image",
+                                       "flavor", "accel")}
+    cf = campaign_file.from_flags(vim=vim, label=label, variants=variants, levels=levels,
+                                  arrival=arrival, target=target, **opts)
+    _sweep(cf, force, dry_run, runs_dir)
+
+
+def _sweep(cf, force: bool, dry_run: bool, runs_dir: Path) -> None:
+    from vimprof.campaigns import file as campaign_file
+    from vimprof.campaigns import sweep as sweeper
+
+    if dry_run:
+        for line in campaign_file.describe_plan(cf):
+            console.print(line)
+        console.print(f"dry run: nothing brought up; would write {runs_dir / cf.name}/")
+        return
+    result = sweeper.run_sweep(cf, console, runs_dir, force=force)
+    sweeper.report_hook(result, console)
+    if not result.ok:
+        sys.exit(1)
+
+
 @cli.command()
 @click.argument("run")
 @click.option("--capture", "captures", multiple=True, metavar="FILE[@OFFSET_MS]",
