@@ -22,7 +22,10 @@ from vimprof.cli import cli
 from vimprof.rundir import RunDir
 
 DATA = Path(__file__).parent / "data"
-RUN_DIRS = sorted(p.parent for p in DATA.rglob(rundir.MANIFEST))
+ALL_RUN_DIRS = sorted(p.parent for p in DATA.rglob(rundir.MANIFEST))
+# committed before "schema" existed (version 0) / with it (tests/data/load-nomad: vimprof-run/1)
+RUN_DIRS = [p for p in ALL_RUN_DIRS if '"schema"' not in (p / rundir.MANIFEST).read_text()]
+RUN_DIRS_V1 = [p for p in ALL_RUN_DIRS if p not in RUN_DIRS]
 STOCK_TUNED = DATA / "report-nomad-stock-tuned"
 SCHEMA_FILES = ("manifest", "requests", "hooks", "vim-events", "timelines", "summary")
 
@@ -71,6 +74,13 @@ def test_committed_run_directories_are_valid_version_0(run):
     assert report.version == 0  # committed before "schema" existed: the same shapes
     assert report.warnings == []
     assert 'vimprof-run/0: no "schema" in the manifest' in report.summary()
+
+
+@pytest.mark.parametrize("run", RUN_DIRS_V1, ids=lambda p: str(p.relative_to(DATA)))
+def test_committed_run_directories_are_valid_version_1(run):
+    report = schema.assert_valid(run)
+    assert report.version == 1
+    assert report.warnings == []
 
 
 def test_cli_validates_all_committed_runs():

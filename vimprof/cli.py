@@ -402,6 +402,58 @@ def plot(runs: tuple[str, ...], out: Path | None, runs_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("runs", nargs=-1)
+@click.option("--variant", "variants", multiple=True, metavar="NAME=RUN,RUN",
+              help="A variant and the run directories of its load levels (repeatable); "
+                   "without it, RUNS are grouped by their manifest's VIM and driver variant.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Report directory (default: reports/curves-A-B).")
+@runs_dir_option
+def curves(runs: tuple[str, ...], variants: tuple[str, ...], out: Path | None,
+           runs_dir: Path) -> None:
+    """Load curves of open-loop campaigns at several arrival rates: phase median and p95,
+    throughput with the knee, generator lag, validity flags; stock and tuned side by side.
+
+    RUNS: run directories (or labels), or one sweep directory holding sweep.json. Writes
+    load.md, load.json and the charts (PNG) into the report directory.
+    """
+    from vimprof.report.load import (
+        SWEEP_JSON,
+        group_by_manifest,
+        load_levels,
+        read_sweep,
+        write_load_report,
+    )
+
+    levels = None
+    groups: dict[str, list[rundir.RunDir]] = {}
+    if len(runs) == 1 and not variants and (Path(runs[0]) / SWEEP_JSON).is_file():
+        groups, levels = read_sweep(Path(runs[0]))
+    else:
+        for spec in variants:
+            name, sep, refs = spec.partition("=")
+            if not sep or not name or not refs.strip(","):
+                raise VimprofError(f"--variant {spec!r}: expected NAME=RUN,RUN, "
+                                   "e.g. --variant stock=poisson-1,poisson-4")
+            if name in groups:
+                raise VimprofError(f"--variant {name!r} given twice")
+            groups[name] = [rundir.RunDir.resolve(r, runs_dir) for r in refs.split(",") if r]
+        for name, rds in group_by_manifest(
+                [rundir.RunDir.resolve(r, runs_dir) for r in runs]).items():
+            if name in groups:
+                raise VimprofError(f"variant {name!r} both from --variant and from RUNS")
+            groups[name] = rds
+    if not groups:
+        raise VimprofError("curves needs run directories: RUN... or --variant NAME=RUN,RUN")
+    report = load_levels(groups, levels=levels)
+    out = out or Path("reports") / ("curves-" + "-".join(
+        rd.label for rds in groups.values() for rd in rds))
+    tables = console if console.is_terminal else Console(width=160, highlight=False)
+    write_load_report(report, out, tables)
+    console.print(f"load report: {out / 'load.md'} (and load.json, load-*.png)")
+
+
+@cli.command()
 @click.argument("runs", nargs=-1, required=True)
 @runs_dir_option
 def validate(runs: tuple[str, ...], runs_dir: Path) -> None:

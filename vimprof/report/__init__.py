@@ -16,6 +16,9 @@ prints the tables to `console` and writes into `out`:
     runs.png         latency against run index (warm-up, drift)
     gantt-LABEL.png  one typical instance per label with every source's events
 
+Each label's validity flags (validity.py: generator lag, capture drops, too few runs, clocks,
+CPU saturation, an early stop) go to the notes, report.md/html and summary.json.
+
 `gates` (compare.Gate, `--fail-if-slower`) are evaluated; their failure messages are in
 `cmp.gate_messages`, in report.md/html and in summary.json; the caller decides the exit status.
 """
@@ -45,6 +48,7 @@ from vimprof.report.export import write_csv, write_summary, write_trace
 from vimprof.report.html import write_html
 from vimprof.report.render import render_table, write_markdown
 from vimprof.report.stats import N_RESAMPLES, PhaseStats, phase_stats
+from vimprof.report.validity import check_comparison
 from vimprof.rundir import RunDir
 
 REPORT_MD = "report.md"
@@ -126,6 +130,7 @@ def write_report(
     cmp = compare(runs, alpha=alpha, min_effect=min_effect, n_resamples=n_resamples,
                   min_effect_ms=min_effect_ms)
     cmp.gate_messages = gate_failures(cmp, gates)
+    check_comparison(cmp)  # validity flags: notes, report.md/html, summary.json
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     render_table(cmp, console)

@@ -193,6 +193,9 @@ class Comparison:
     min_effect: float = 0.05
     min_effect_ms: float = 1.0
     gate_messages: list[str] = field(default_factory=list)  # set by report.write_report
+    # label -> its validity flags (report.validity.Flag), set by report.write_report
+    # (validity.check_comparison); empty: not checked
+    validity: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def baseline(self) -> LabelData:
@@ -582,7 +585,7 @@ def compare(
                     confidence, n_resamples, min_effect_ms,
                 )
             rows.append(PhaseRow(phase, d.label, st, _ratio(st.median_ms, base.median_ms), dif))
-    return Comparison(
+    cmp = Comparison(
         model=model,
         labels=labels,
         phases=phases,
@@ -592,6 +595,7 @@ def compare(
         min_effect=min_effect,
         min_effect_ms=min_effect_ms,
     )
+    return cmp
 
 
 @dataclass(frozen=True)

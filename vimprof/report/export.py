@@ -94,6 +94,8 @@ def summary(cmp: Comparison, gate_messages: list[str] | None = None) -> dict[str
                 "warmup_runs": d.warmup_runs, "warmup_excluded": d.warmup_excluded,
                 "warmup": d.warmup_text, "campaign": d.manifest.get("campaign", {}),
                 **({"not_measured": d.not_measured} if d.not_measured else {}),
+                **({"validity": [f.as_dict() for f in cmp.validity[d.label]]}
+                   if cmp.validity.get(d.label) else {}),
             }
             for d in cmp.labels
         ],

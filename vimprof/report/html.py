@@ -22,6 +22,7 @@ from vimprof.report.render import (
     fmt_p,
     phase_definitions,
     stat_cells,
+    validity_notes,
     warning_lines,
 )
 
@@ -172,7 +173,7 @@ def page(
         [[d.label, str(d.run.path), str(d.instances), str(d.warmup_excluded),
           str(d.incomplete), f"{d.failures}/{d.requests}"] for d in cmp.labels],
     ))
-    notes = diff_notes(cmp) + warning_lines(cmp)
+    notes = diff_notes(cmp) + warning_lines(cmp) + validity_notes(cmp)
     if notes:
         parts.append("<h2>Notes</h2>" + _ul(notes))
     if files:

@@ -110,6 +110,12 @@ def unmeasured_notes(cmp: Comparison) -> list[str]:
             for d in cmp.labels for phase, why in d.not_measured.items()]
 
 
+def validity_notes(cmp: Comparison) -> list[str]:
+    """One line per validity flag (report/validity.py): 'label: invalid? code: message'."""
+    return [f"{lab}: validity flag {f.code}: {f.message}"
+            for lab, flags in cmp.validity.items() for f in flags]
+
+
 def diff_notes(cmp: Comparison) -> list[str]:
     """Why a verdict is '~' when it is not simply p >= alpha, phases a label lacks, and
     overlapping breakdown phases."""
@@ -207,7 +213,7 @@ def render_table(cmp: Comparison, console: Console) -> Table:
         console.print(diff_table(cmp))
     for line in _counts(cmp) + cmp.warmup_texts:
         console.print(line, soft_wrap=False)
-    notes = diff_notes(cmp) + warning_lines(cmp)
+    notes = diff_notes(cmp) + warning_lines(cmp) + validity_notes(cmp)
     if notes:
         console.print("notes:")
         for n in notes:
@@ -352,7 +358,7 @@ def markdown(
                      [list(t) for t in phase_definitions(cmp)], right_from=4)
     out += ["", "## All statistics", ""]
     out += _md_table(STAT_COLUMNS, [stat_cells(r) for r in cmp.rows])
-    notes = diff_notes(cmp) + warning_lines(cmp)
+    notes = diff_notes(cmp) + warning_lines(cmp) + validity_notes(cmp)
     if notes:
         out += ["", "Notes:", ""] + [f"- {_md_escape(n)}" for n in notes]
     if charts:
