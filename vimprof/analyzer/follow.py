@@ -180,9 +180,24 @@ class Follower:
             raise VimprofError(f"following {self.run.file(CAPTURE)} failed: {self._error}")
 
     def timeline(self, tl: dict[str, Any]) -> None:
+        if not self._ours(tl):
+            return  # another campaign's allocation a client still reports: not news here
         self.instances += 1
         if self.on_timeline is not None:
             self.on_timeline(tl)
+
+    def _ours(self, tl: dict[str, Any]) -> bool:
+        """A Nomad timeline belongs to this campaign when its job carries the campaign's name
+        (vimprof-LABEL-ID-NNNN, vimprof.campaigns.nomad); unknown until the manifest says."""
+        if tl.get("vim") != "nomad":
+            return True
+        try:
+            m = json.loads(self.run.file(MANIFEST).read_text())
+            cid = m["campaign"]["id"]
+            label = m["label"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        return str(tl.get("job") or "").startswith(f"vimprof-{label}-{cid}-")
 
 
 def wait_for_run(ref: str, root: Path, wait_s: float = WAIT_S, poll_s: float = 0.2) -> RunDir:
